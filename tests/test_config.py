@@ -1,0 +1,112 @@
+import pytest
+
+from quant.config import LECUN_1998_C3, ConfigError, load_config, parse_config
+
+PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998"]
+
+BASE = """
+[model]
+name = "t"
+input_size = 28
+input_pad = 2
+
+[[layers]]
+name = "c1"
+kind = "conv"
+out_channels = 6
+kernel = 5
+activation = "relu"
+
+[[layers]]
+name = "s2"
+kind = "pool"
+mode = "max"
+size = 2
+
+[[layers]]
+name = "out"
+kind = "dense"
+out_features = 10
+"""
+
+
+def test_base_parses():
+    config = parse_config(BASE)
+    assert [layer.out_shape for layer in config.layers] == [(6, 28, 28), (6, 14, 14), (10, 1, 1)]
+    assert config.train["seed"] == 0 and config.quant["wbits"] == 8
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load(preset):
+    config = load_config(preset)
+    assert config.name == preset
+    assert config.num_classes == 10
+    assert config.layers[-1].final
+
+
+def test_mac_counts_match_design():
+    assert load_config("lenet5").macs == 416_520
+    assert load_config("lenet5-tanh").macs == 416_520
+    assert load_config("lenet5-1998").macs == 326_520
+
+
+def test_lecun_table_has_60_pairs():
+    assert sum(len(row) for row in LECUN_1998_C3) == 60
+    c3 = load_config("lenet5-1998").layers[2]
+    assert c3.connections == LECUN_1998_C3 and not c3.full
+
+
+def test_tanh_same_padding():
+    c1 = load_config("lenet5-tanh").layers[0]
+    assert c1.in_shape == (1, 28, 28) and c1.out_shape == (6, 28, 28)
+
+
+BAD = [
+    ("[model\nname='x'", "not valid TOML"),
+    (BASE.replace('[model]', '[modle]'), "unknown key 'modle'"),
+    (BASE.replace('kernel = 5', 'kernal = 5'), "unknown key layers[0].'kernal'"),
+    (BASE.replace('kernel = 5', 'kernel = "5"'), "layers[0].kernel must be an integer"),
+    (BASE.replace('kernel = 5', 'kernel = 40'), "layers[0].kernel=40 is out of range"),
+    (BASE.replace('input_pad = 2', 'input_pad = 0').replace("kernel = 5", "kernel = 15")
+     .replace("\nsize = 2", "\nsize = 4"), "size=4 does not divide its 14x14 input"),
+    (BASE.replace('activation = "relu"', 'activation = "gelu"'),
+     "layers[0].activation='gelu' is not one of"),
+    (BASE.replace('mode = "max"', 'mode = "median"'), "layers[1].mode='median' is not one of"),
+    (BASE.replace('name = "s2"', 'name = "c1"'), "layers[1].name='c1' is used twice"),
+    (BASE.split("[[layers]]")[0], "missing [[layers]]"),
+    (BASE + '\n[train]\nepochs = 0\n', "train.epochs=0 is out of range"),
+    (BASE + '\n[quant]\nwbits = 1\n', "quant.wbits=1 is out of range; use 2..16"),
+    (BASE + '\n[quant.layers.c9]\nwbits = 4\n', "quant.layers.c9: no layer named 'c9'"),
+    (BASE + '\n[hardware]\nfolding = "target"\n', "needs hardware.target_cycles > 0"),
+    (BASE.replace('out_features = 10', 'out_features = 10\nactivation = "relu"'),
+     "the output layer gives raw scores"),
+    (BASE.replace('activation = "relu"', 'activation = "relu"\nconnections = [[0]]'),
+     "connections has 1 rows but out_channels=6"),
+    (BASE.replace('activation = "relu"', 'activation = "relu"\nconnections = "lecun1998"'),
+     "'lecun1998' is the 6→16 C3 table"),
+    (BASE.replace('[model]', '[model]\noutput = "rbf"'), "needs the last layer to be kind='rbf'"),
+    (BASE.replace('mode = "max"\nsize = 2', 'mode = "avg"\nsize = 3'),
+     "average pooling needs a power-of-two size"),
+    (BASE.replace('name = "t"', 'name = ""'), "model.name must be a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD, ids=[m for _, m in BAD])
+def test_bad_configs(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text and text.startswith("config ")
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'lenet6'.*known presets: lenet5"):
+        load_config("lenet6")
+
+
+def test_weights_hash_ignores_quant_and_hardware():
+    a = parse_config(BASE)
+    b = parse_config(BASE + "\n[quant]\nwbits = 4\n[hardware]\nfolding = 'minimal'\n")
+    c = parse_config(BASE.replace("kernel = 5", "kernel = 3"))
+    assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256

@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from quant.config import load_config
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "checkpoints" / "lenet5.pt"
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "quant.train", *args], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.train
+def test_tiny_training_is_reproducible(tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        result = run("--config", "lenet5", "--out", str(tmp_path / name), "--epochs", "1",
+                     "--limit", "512")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / name / "reports" / "train.json").read_text())
+        assert {"preset", "test_accuracy", "val_accuracy", "epochs", "seconds"} <= set(report)
+        assert report["test_images"] == 10_000
+        assert (tmp_path / name / "reports" / "train_curves.png").stat().st_size > 1000
+        outs.append(report)
+    assert outs[0]["test_accuracy"] == outs[1]["test_accuracy"]
+    assert outs[0]["history"] == outs[1]["history"]
+
+
+def test_bad_config_cli_is_one_line_and_overwrites_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(load_config("lenet5").path.read_text().replace("kernel = 5", "kernel = 99", 1))
+    out = tmp_path / "out"
+    (out / "reports").mkdir(parents=True)
+    sentinel = b"keep me"
+    (out / "model.pt").write_bytes(sentinel)
+    (out / "reports" / "train.json").write_bytes(sentinel)
+    result = run("--config", str(bad), "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "layers[0].kernel=99 is out of range" in result.stderr
+    assert (out / "model.pt").read_bytes() == sentinel
+    assert (out / "reports" / "train.json").read_bytes() == sentinel
+
+
+def test_corrupt_checkpoint_eval_is_one_line(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"\x00garbage")
+    result = run("--config", "lenet5", "--out", str(tmp_path), "--eval-only")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a readable checkpoint" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_missing_data_dir_is_one_line(tmp_path):
+    result = run("--config", "lenet5", "--out", str(tmp_path), "--data-dir",
+                 str(tmp_path / "nope"))
+    assert result.returncode == 2 and "DATA_DIR=" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint yet")
+def test_shipped_checkpoint_accuracy(tmp_path):
+    result = run("--config", "lenet5", "--out", str(tmp_path), "--ensure")
+    assert result.returncode == 0, result.stderr
+    assert "using the shipped checkpoint" in result.stdout
+    result = run("--config", "lenet5", "--out", str(tmp_path), "--eval-only")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "reports" / "train.json").read_text())
+    assert report["test_accuracy"] >= 0.990
