@@ -1,0 +1,796 @@
+"""The integer model: read, verify and run ``qmodel.json`` + ``qmodel.npz`` bit-exactly.
+
+:class:`IntegerModel` checks a model completely before it runs anything: every array against
+its SHA-256 and shape, then every layer against the rules of ``golden/README.md`` (formats
+chain from layer to layer, codes lie in their formats, accumulator widths follow bit growth,
+unconnected weights are zero). A model that loads is one the hardware can implement.
+
+Errors are :class:`QModelError` with one line that names the file, the layer or array, and the
+fix.
+"""
+
+import copy
+import hashlib
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import layers as L
+
+__all__ = [
+    "QModelError", "IntegerModel", "load", "save", "array_sha256",
+    "FORMAT_VERSION", "JSON_NAME", "NPZ_NAME",
+]
+
+#: The ``format_version`` of ``qmodel.json`` this module reads and writes.
+FORMAT_VERSION = 1
+#: File names of an integer model inside its directory (``build/<preset>/``).
+JSON_NAME = "qmodel.json"
+NPZ_NAME = "qmodel.npz"
+
+_MISSING = object()
+
+
+class QModelError(ValueError):
+    """An integer model (or the images given to it) is missing, corrupt or inconsistent."""
+
+
+def array_sha256(array):
+    """Return the SHA-256 (hex) of an integer array's little-endian int64 C-order bytes."""
+    array = np.asarray(array)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"array_sha256: the array must hold integer codes, not {array.dtype}")
+    return hashlib.sha256(np.ascontiguousarray(array, dtype="<i8").tobytes()).hexdigest()
+
+
+def _fix(preset):
+    if isinstance(preset, str) and preset:
+        return f"re-run `make quantize PRESET={preset}`"
+    return "re-run `make quantize PRESET=<preset>`"
+
+
+class _Checker:
+    """Read fields of ``qmodel.json``; fail with the file, the place and the fix.
+
+    ``where`` names the place of a field ("input", "layers[2] 'c3'"); messages name the field.
+    """
+
+    def __init__(self, json_name, fix):
+        self.json_name = json_name
+        self.fix = fix
+
+    def fail(self, where, message):
+        place = f"{where}: " if where else ""
+        raise QModelError(f"{self.json_name}: {place}{message}; {self.fix}")
+
+    def get(self, table, key, where, default=_MISSING):
+        if key not in table:
+            if default is _MISSING:
+                self.fail(where, f"missing {key!r}")
+            return default
+        return table[key]
+
+    def table(self, parent, key, where, default=_MISSING):
+        value = self.get(parent, key, where, default)
+        if not isinstance(value, dict):
+            self.fail(where, f"{key} must be an object, not {value!r}")
+        return value
+
+    def integer(self, parent, key, where, lo, hi=None, default=_MISSING):
+        value = self.get(parent, key, where, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(where, f"{key}={value!r} must be an integer")
+        if value < lo or (hi is not None and value > hi):
+            span = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+            self.fail(where, f"{key}={value} is out of range ({span})")
+        return value
+
+    def boolean(self, parent, key, where, default=_MISSING):
+        value = self.get(parent, key, where, default)
+        if not isinstance(value, bool):
+            self.fail(where, f"{key}={value!r} must be true or false")
+        return value
+
+    def choice(self, parent, key, where, choices, default=_MISSING):
+        value = self.get(parent, key, where, default)
+        if value not in choices:
+            self.fail(where, f"{key}={value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    def shape(self, parent, key, where, ndim=None, default=_MISSING):
+        value = self.get(parent, key, where, default)
+        if value is None:
+            return None
+        ok = isinstance(value, list) and value and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)
+        if not ok or (ndim is not None and len(value) != ndim):
+            dims = f"{ndim} " if ndim is not None else ""
+            self.fail(where, f"{key}={value!r} must be a list of {dims}positive integers")
+        return tuple(value)
+
+    def fracs(self, value, where, key, channels):
+        """Return a per-channel int64 array from an int or a list of ``channels`` ints."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return np.full(channels, value, dtype=np.int64)
+        ok = isinstance(value, list) and all(
+            isinstance(f, int) and not isinstance(f, bool) for f in value)
+        if not ok or len(value) != channels:
+            self.fail(where, f"{key}={value!r} must be an integer or a list of {channels} "
+                             f"integers (one per channel)")
+        return np.array(value, dtype=np.int64)
+
+    def fmt(self, parent, key, where, channels=None):
+        """Return ``{"bits", "frac", "signed"}``; ``frac`` may be per channel if ``channels``."""
+        value = self.table(parent, key, where)
+        inner = f"{where} {key}".strip()
+        bits = self.integer(value, "bits", inner, 1, 62)
+        signed = self.boolean(value, "signed", inner)
+        if channels is None:
+            frac = self.integer(value, "frac", inner, -64, 126)
+        else:
+            frac = self.fracs(self.get(value, "frac", inner), inner, "frac", channels)
+        return {"bits": bits, "frac": frac, "signed": signed}
+
+
+def _same_format(a, b):
+    return a["bits"] == b["bits"] and a["frac"] == b["frac"] and a["signed"] == b["signed"]
+
+
+def _describe(fmt):
+    kind = "signed" if fmt["signed"] else "unsigned"
+    return f"{kind} {fmt['bits']}-bit frac {fmt['frac']}"
+
+
+class _Layer:
+    """One verified layer: its parameters as arrays, ready to run."""
+
+    kind = None
+    roles = ()          # the entries its "arrays" may have
+    has_acc = False     # whether it computes accumulators (checked against acc_bits)
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        self.index = index
+        self.name = desc["name"]
+        self.where = f"layers[{index}] {self.name!r}"
+        self.checker = checker
+        self.final = checker.boolean(desc, "final", self.where, False)
+        self.in_format = checker.fmt(desc, "in_format", self.where)
+        if not _same_format(self.in_format, fmt):
+            self.fail(f"in_format ({_describe(self.in_format)}) differs from the format of its "
+                      f"input ({_describe(fmt)})")
+        self.in_shape = shape
+        self.arrays = self._arrays(desc, arrays)
+        self.acc_bits = None
+
+    def fail(self, message):
+        self.checker.fail(self.where, message)
+
+    def _arrays(self, desc, arrays):
+        names = self.checker.table(desc, "arrays", self.where, {})
+        found = {}
+        for role, name in names.items():
+            if role not in self.roles:
+                expected = ", ".join(self.roles) or "none"
+                self.fail(f"arrays has an unknown entry {role!r}; expected: {expected}")
+            if not isinstance(name, str) or name not in arrays:
+                self.fail(f"arrays.{role}={name!r} is not listed in the model's arrays")
+            found[role] = arrays[name]
+        return found
+
+    def require(self, role, shape):
+        if role not in self.arrays:
+            self.fail(f"arrays.{role} is missing")
+        array = self.arrays[role]
+        if array.shape != tuple(shape):
+            self.fail(f"arrays.{role} has shape {list(array.shape)}, expected {list(shape)}")
+        return array
+
+    def codes_in(self, role, array, fmt):
+        lo, hi = L.format_range(fmt)
+        if array.size and (int(array.min()) < lo or int(array.max()) > hi):
+            self.fail(f"arrays.{role} holds codes {int(array.min())}..{int(array.max())} outside "
+                      f"its format's range {lo}..{hi}")
+
+    def declared_shapes(self, desc, in_shape, out_shape, exact):
+        """Check the optional or required ``in_shape``/``out_shape`` against the derived ones."""
+        for key, derived in (("in_shape", in_shape), ("out_shape", out_shape)):
+            declared = self.checker.shape(desc, key, self.where, default=None if not exact
+                                          else _MISSING)
+            if declared is None:
+                continue
+            same = declared == derived if exact else math.prod(declared) == math.prod(derived)
+            if not same:
+                self.fail(f"{key}={list(declared)} but the network gives {list(derived)}")
+
+    def forward(self, x):
+        """Return ``(output, accumulators or None, saturations)`` for a batch."""
+        raise NotImplementedError
+
+
+class _Pool(_Layer):
+    kind = "pool"
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        super().__init__(checker, index, desc, shape, fmt, arrays)
+        w = self.where
+        if self.final:
+            self.fail("a pool layer cannot be final; end with a dense or rbf layer")
+        self.mode = checker.choice(desc, "mode", w, ("max", "avg"))
+        self.size = checker.integer(desc, "size", w, 1)
+        channels, height, width = shape
+        if height % self.size or width % self.size:
+            self.fail(f"size={self.size} does not divide its {height}x{width} input")
+        if self.mode == "avg" and self.size & (self.size - 1):
+            self.fail(f"size={self.size}: average pooling needs a power-of-two size")
+        self.out_shape = (channels, height // self.size, width // self.size)
+        self.declared_shapes(desc, shape, self.out_shape, exact=True)
+        self.out_format = checker.fmt(desc, "out_format", w)
+        if not _same_format(self.out_format, self.in_format):
+            self.fail("out_format must equal in_format (pooling keeps the format)")
+
+    def forward(self, x):
+        x = x.reshape((x.shape[0],) + self.in_shape)
+        if self.mode == "max":
+            return L.maxpool(x, self.size), None, 0
+        return L.avgpool(x, self.size), None, 0
+
+
+class _Affine(_Layer):
+    """A layer with an accumulator, a bias, a requantization and an activation."""
+
+    roles = ("weight", "bias", "lut")
+    has_acc = True
+
+    def setup_affine(self, desc, channels, fan_in, weight_shape):
+        """Check weights, bias, widths, fractions and activation; ``channels`` outputs."""
+        checker, w = self.checker, self.where
+        self.weight_format = checker.fmt(desc, "weight_format", w, channels=channels)
+        if not self.weight_format["signed"]:
+            self.fail("weight_format must be signed")
+        self.weight = self.require("weight", weight_shape)
+        self.codes_in("weight", self.weight, self.weight_format)
+        self.fan_in = fan_in
+        w_bits, in_bits = self.weight_format["bits"], self.in_format["bits"]
+        self.check_acc_bits(desc, L.acc_bits_for(self.kind, w_bits, in_bits, fan_in),
+                            f"w_bits {w_bits} + in_bits {in_bits} + ceil(log2(fan_in "
+                            f"{fan_in})) + 1")
+        self.bias = self.require("bias", (channels,))
+        bias_fmt = {"bits": self.acc_bits - 1, "signed": True}
+        self.codes_in("bias", self.bias, bias_fmt)
+        acc_frac = checker.fracs(checker.get(desc, "acc_frac", w), w, "acc_frac", channels)
+        expected = self.weight_format["frac"] + self.in_format["frac"]
+        if not np.array_equal(acc_frac, expected):
+            self.fail(f"acc_frac={acc_frac.tolist()} but weight frac + in_format frac gives "
+                      f"{expected.tolist()}")
+        self.acc_frac = acc_frac
+        self.setup_activation(desc)
+
+    def check_acc_bits(self, desc, expected, formula):
+        self.acc_bits = self.checker.integer(desc, "acc_bits", self.where, 2, 62)
+        if self.acc_bits != expected:
+            self.fail(f"acc_bits={self.acc_bits} but bit growth gives {expected} ({formula})")
+
+    def setup_activation(self, desc):
+        checker, w = self.checker, self.where
+        activation = checker.table(desc, "activation", w, {"kind": "none"})
+        kind = checker.choice(activation, "kind", f"{w} activation", ("relu", "none", "lut"))
+        self.activation = kind
+        self.lut = None
+        if self.final:
+            if kind != "none" or "lut" in self.arrays:
+                self.fail("the final layer outputs raw accumulators; set activation "
+                          "{'kind': 'none'} and drop its lut")
+            if len(set(self.acc_frac.tolist())) != 1:
+                self.fail(f"acc_frac={self.acc_frac.tolist()} differs across outputs; the "
+                          f"scores must share one scale, so quantize the final layer's "
+                          f"weights per tensor")
+            return
+        self.out_format = checker.fmt(desc, "out_format", w)
+        target = self.out_format
+        if kind == "relu" and self.out_format["signed"]:
+            self.fail("activation relu needs an unsigned out_format (the clamp at 0 is the "
+                      "ReLU)")
+        if kind == "none" and not self.out_format["signed"]:
+            self.fail("activation none needs a signed out_format")
+        if kind == "lut":
+            aw = f"{w} activation"
+            checker.choice(activation, "function", aw, L.LUT_FUNCTIONS)
+            self.lut_bits = checker.integer(activation, "in_bits", aw, 1, 24)
+            lut_frac = checker.integer(activation, "in_frac", aw, -64, 126)
+            target = {"bits": self.lut_bits, "frac": lut_frac, "signed": True}
+            self.lut = self.require("lut", (1 << self.lut_bits,))
+            self.codes_in("lut", self.lut, self.out_format)
+        elif "lut" in self.arrays:
+            self.fail(f"arrays.lut is given but activation is {kind!r}")
+        self.requant_format = target
+        self.shift = self.acc_frac - target["frac"]
+        if np.any(np.abs(self.shift) > 62):
+            self.fail(f"the requantization shifts {self.shift.tolist()} exceed 62 bits; check "
+                      f"the fractions")
+
+    def activate(self, acc):
+        if self.final:
+            return acc, 0
+        q, saturations = L.requantize(acc, self.shift, self.requant_format)
+        if self.lut is not None:
+            q = L.apply_lut(q, self.lut, self.lut_bits)
+        return q, saturations
+
+    def forward(self, x):
+        acc = self.accumulate(x)
+        out, saturations = self.activate(acc)
+        return out, acc, saturations
+
+
+class _Conv(_Affine):
+    kind = "conv"
+    roles = ("weight", "bias", "lut", "connections")
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        super().__init__(checker, index, desc, shape, fmt, arrays)
+        w = self.where
+        if self.final:
+            self.fail("a conv layer cannot be final; end with a dense or rbf layer")
+        self.kernel = k = checker.integer(desc, "kernel", w, 1)
+        self.padding = p = checker.integer(desc, "padding", w, 0, default=0)
+        channels, height, width = shape
+        out_shape = checker.shape(desc, "out_shape", w, ndim=3)
+        out_channels = out_shape[0]
+        self.out_shape = (out_channels, height + 2 * p - k + 1, width + 2 * p - k + 1)
+        if min(self.out_shape) < 1:
+            self.fail(f"kernel={k} is larger than its {height}x{width} input (padding {p})")
+        self.declared_shapes(desc, shape, self.out_shape, exact=True)
+        connected = channels
+        if "connections" in self.arrays:
+            table = self.require("connections", (out_channels, channels))
+            if not np.all((table == 0) | (table == 1)):
+                self.fail("arrays.connections must hold only 0 and 1")
+            if np.any(table.sum(axis=1) == 0):
+                self.fail("arrays.connections leaves an output channel with no input")
+            connected = int(table.sum(axis=1).max())
+            weight = self.arrays.get("weight")
+            if weight is not None and weight.shape == (out_channels, channels, k, k):
+                stray = (table == 0)[:, :, None, None] & (weight != 0)
+                if np.any(stray):
+                    o, c = (int(i) for i in np.argwhere(stray)[0][:2])
+                    self.fail(f"weight[{o}, {c}] is nonzero but connections[{o}, {c}] = 0; "
+                              f"unconnected pairs must have all-zero weights")
+        self.setup_affine(desc, out_channels, connected * k * k, (out_channels, channels, k, k))
+
+    def accumulate(self, x):
+        x = x.reshape((x.shape[0],) + self.in_shape)
+        if self.padding:
+            x = L.pad2d(x, self.padding)
+        return L.conv2d(x, self.weight, self.bias)
+
+
+class _Subsample(_Affine):
+    kind = "subsample"
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        super().__init__(checker, index, desc, shape, fmt, arrays)
+        w = self.where
+        if self.final:
+            self.fail("a subsample layer cannot be final; end with a dense or rbf layer")
+        self.size = s = checker.integer(desc, "size", w, 1)
+        channels, height, width = shape
+        if height % s or width % s:
+            self.fail(f"size={s} does not divide its {height}x{width} input")
+        self.out_shape = (channels, height // s, width // s)
+        self.declared_shapes(desc, shape, self.out_shape, exact=True)
+        self.setup_affine(desc, channels, s * s, (channels,))
+
+    def accumulate(self, x):
+        x = x.reshape((x.shape[0],) + self.in_shape)
+        return L.subsample(x, self.weight, self.bias, self.size)
+
+
+class _Dense(_Affine):
+    kind = "dense"
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        super().__init__(checker, index, desc, shape, fmt, arrays)
+        w = self.where
+        self.features = features = math.prod(shape)
+        checker.integer(desc, "in_features", w, features, features)
+        out_features = checker.integer(desc, "out_features", w, 1)
+        self.out_shape = (out_features, 1, 1)
+        self.declared_shapes(desc, shape, self.out_shape, exact=False)
+        self.setup_affine(desc, out_features, features, (out_features, features))
+
+    def accumulate(self, x):
+        return L.dense(x.reshape(x.shape[0], self.features), self.weight, self.bias)
+
+
+class _Rbf(_Layer):
+    kind = "rbf"
+    roles = ("centers",)
+    has_acc = True
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        super().__init__(checker, index, desc, shape, fmt, arrays)
+        w = self.where
+        if not self.final:
+            self.fail("an rbf layer is an output layer; set final: true and put it last")
+        self.features = features = math.prod(shape)
+        checker.integer(desc, "in_features", w, features, features)
+        out_features = checker.integer(desc, "out_features", w, 1)
+        self.out_shape = (out_features, 1, 1)
+        self.declared_shapes(desc, shape, self.out_shape, exact=False)
+        self.centers = self.require("centers", (out_features, features))
+        self.codes_in("centers", self.centers, self.in_format)
+        in_bits = self.in_format["bits"]
+        self.acc_bits = checker.integer(desc, "acc_bits", w, 2, 62)
+        expected = L.acc_bits_for("rbf", None, in_bits, features)
+        if self.acc_bits != expected:
+            self.fail(f"acc_bits={self.acc_bits} but bit growth gives {expected} (2 · in_bits "
+                      f"{in_bits} + ceil(log2(fan_in {features})) + 1)")
+
+    def forward(self, x):
+        scores = L.rbf(x.reshape(x.shape[0], self.features), self.centers)
+        return scores, scores, 0
+
+
+_KINDS = {cls.kind: cls for cls in (_Conv, _Pool, _Subsample, _Dense, _Rbf)}
+
+
+class IntegerModel:
+    """A verified integer model, ready to run bit-exactly.
+
+    Parameters
+    ----------
+    meta : dict
+        The content of ``qmodel.json`` (schema in ``golden/README.md``), including the
+        ``arrays`` table of shapes and SHA-256 digests.
+    arrays : dict of str to int64 ndarray
+        The content of ``qmodel.npz``.
+    json_name, npz_name : str
+        How error messages name the two sources (the file paths when loaded from files).
+
+    Raises :class:`QModelError` if an array is missing or does not match its shape and SHA-256,
+    or if the model breaks a rule of the README. The arrays are copied and kept read-only.
+    """
+
+    def __init__(self, meta, arrays, *, json_name=JSON_NAME, npz_name=NPZ_NAME):
+        if not isinstance(meta, dict):
+            raise QModelError(f"{json_name}: the top level must be an object, not "
+                              f"{type(meta).__name__}; {_fix(None)}")
+        self._meta = copy.deepcopy(meta)
+        self._preset = meta.get("preset")
+        checker = _Checker(json_name, _fix(self._preset))
+        self._arrays = self._verify_arrays(checker, npz_name, arrays)
+        self._build(checker)
+
+    @classmethod
+    def from_files(cls, json_path, npz_path):
+        """Load, verify and return the model stored in ``json_path`` and ``npz_path``."""
+        json_path, npz_path = Path(json_path), Path(npz_path)
+        guess = _fix(json_path.resolve().parent.name)
+        try:
+            text = json_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise QModelError(f"{json_path}: no such file; {guess}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise QModelError(f"{json_path}: cannot read ({exc}); {guess}") from None
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise QModelError(f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno} "
+                              f"column {exc.colno}); {guess}") from None
+        fix = _fix(meta.get("preset") if isinstance(meta, dict) else None)
+        listed = meta.get("arrays") if isinstance(meta, dict) else None
+        arrays = {}
+        try:
+            with np.load(npz_path, allow_pickle=False) as archive:
+                if isinstance(listed, dict):
+                    for name in listed:
+                        if name in archive.files:
+                            arrays[name] = archive[name]
+        except FileNotFoundError:
+            raise QModelError(f"{npz_path}: no such file; {fix}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise QModelError(f"{npz_path}: not a readable .npz archive of integer arrays "
+                              f"({exc}); {fix}") from None
+        return cls(meta, arrays, json_name=str(json_path), npz_name=str(npz_path))
+
+
+    def _verify_arrays(self, checker, npz_name, arrays):
+        """Check each listed array's presence, dtype, shape and SHA-256; return read-only copies."""
+        if not isinstance(arrays, dict):
+            raise QModelError(f"{npz_name}: the arrays must be a dict of name to int64 array, "
+                              f"not {type(arrays).__name__}; {checker.fix}")
+        table = checker.table(self._meta, "arrays", "")
+        verified = {}
+        for name, entry in table.items():
+            where = f"arrays[{name!r}]"
+            if not isinstance(entry, dict):
+                checker.fail(where, f"must be an object with 'shape' and 'sha256', not {entry!r}")
+            shape = checker.shape(entry, "shape", where)
+            digest = checker.get(entry, "sha256", where)
+            if not isinstance(digest, str) or len(digest) != 64:
+                checker.fail(where, f"sha256={digest!r} must be 64 hex digits")
+            if name not in arrays:
+                raise QModelError(f"{npz_name}: array {name!r} listed in {checker.json_name} is "
+                                  f"missing; {checker.fix}")
+            array = np.asarray(arrays[name])
+            if array.dtype != np.int64:
+                raise QModelError(f"{npz_name}: array {name!r} is {array.dtype}, not int64; "
+                                  f"{checker.fix}")
+            if array.shape != shape:
+                raise QModelError(f"{npz_name}: array {name!r} has shape {list(array.shape)} but "
+                                  f"{checker.json_name} says {list(shape)}; {checker.fix}")
+            if array_sha256(array) != digest.lower():
+                raise QModelError(f"{npz_name}: array {name!r} does not match its SHA-256 in "
+                                  f"{checker.json_name} (the files come from different exports "
+                                  f"or were modified); {checker.fix}")
+            array = array.copy()
+            array.flags.writeable = False
+            verified[name] = array
+        return verified
+
+    def _build(self, checker):
+        meta = self._meta
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            checker.fail("", f"format_version={version!r}, but this golden model reads version "
+                             f"{FORMAT_VERSION}")
+        inp = checker.table(meta, "input", "")
+        channels = checker.integer(inp, "channels", "input", 1)
+        height = checker.integer(inp, "height", "input", 1)
+        width = checker.integer(inp, "width", "input", 1)
+        self._pad = checker.integer(inp, "pad", "input", 0, default=0)
+        self._input_format = fmt = checker.fmt(inp, "format", "input")
+        self._input_shape = (channels, height, width)
+        shape = (channels, height + 2 * self._pad, width + 2 * self._pad)
+        descs = checker.get(meta, "layers", "")
+        if not isinstance(descs, list) or not descs:
+            checker.fail("", "layers must be a non-empty list")
+        self._layers = []
+        names = set()
+        for i, desc in enumerate(descs):
+            if not isinstance(desc, dict):
+                checker.fail(f"layers[{i}]", f"must be an object, not {desc!r}")
+            name = desc.get("name")
+            if not isinstance(name, str) or not name:
+                checker.fail(f"layers[{i}]", f"name={name!r} must be a non-empty string")
+            if name in names:
+                checker.fail(f"layers[{i}] {name!r}", "the name is used twice")
+            names.add(name)
+            kind = checker.choice(desc, "kind", f"layers[{i}] {name!r}", tuple(_KINDS))
+            layer = _KINDS[kind](checker, i, desc, shape, fmt, self._arrays)
+            if layer.final and i != len(descs) - 1:
+                layer.fail("only the last layer may be final")
+            self._layers.append(layer)
+            shape = layer.out_shape
+            fmt = getattr(layer, "out_format", None)
+        last = self._layers[-1]
+        if not last.final:
+            last.fail("the last layer gives the scores; set final: true (a dense or rbf layer)")
+        out = checker.table(meta, "output", "")
+        expected = "argmin" if last.kind == "rbf" else "argmax"
+        self._output_kind = checker.choice(out, "kind", "output", ("argmax", "argmin"))
+        if self._output_kind != expected:
+            checker.fail("output", f"kind={self._output_kind!r} but a final {last.kind} layer "
+                                   f"is classified by {expected!r}")
+        checker.integer(out, "score_bits", "output", last.acc_bits, last.acc_bits)
+        # RBF distances are never negative: they fit score_bits signed or unsigned.
+        if not checker.boolean(out, "score_signed", "output") and last.kind != "rbf":
+            checker.fail("output", "score_signed must be true (dense scores are signed "
+                                   "accumulators)")
+        self._num_classes = last.out_shape[0]
+        checker.integer(meta, "num_classes", "", self._num_classes, self._num_classes)
+
+    @property
+    def meta(self):
+        """A copy of the model's ``qmodel.json`` content."""
+        return copy.deepcopy(self._meta)
+
+    @property
+    def arrays(self):
+        """The verified arrays by name (read-only int64)."""
+        return dict(self._arrays)
+
+    @property
+    def preset(self):
+        return self._preset
+
+    @property
+    def layer_names(self):
+        return tuple(layer.name for layer in self._layers)
+
+    @property
+    def num_classes(self):
+        return self._num_classes
+
+    @property
+    def input_shape(self):
+        """``(channels, height, width)`` of an image before padding."""
+        return self._input_shape
+
+    @property
+    def input_pad(self):
+        return self._pad
+
+    @property
+    def output_kind(self):
+        """"argmax" or "argmin" (RBF output)."""
+        return self._output_kind
+
+    def _images(self, images):
+        channels, height, width = self._input_shape
+        expected = [height, width] if channels == 1 else [channels, height, width]
+        fix = (f"pass a batch of {'x'.join(map(str, expected))} images (for one image, "
+               f"images[None])")
+        array = np.asarray(images)
+        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+            raise QModelError(f"images: expected integer pixel codes (uint8), got {array.dtype}; "
+                              f"convert pixels to codes, e.g. uint8 0..255")
+        if channels == 1 and array.ndim == 3:
+            array = array[:, None]
+        if array.ndim != 4 or array.shape[1:] != self._input_shape:
+            shown = ", ".join(["N"] + [str(d) for d in expected])
+            raise QModelError(f"images: expected shape [{shown}] (the model's input), got "
+                              f"{list(np.shape(images))}; {fix}")
+        lo, hi = L.format_range(self._input_format)
+        if array.size and (int(array.min()) < lo or int(array.max()) > hi):
+            raise QModelError(f"images: pixel codes {int(array.min())}..{int(array.max())} "
+                              f"exceed the input format's range {lo}..{hi}")
+        return L.pad2d(array, self._pad)
+
+    def _batches(self, images, batch_size):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        x = self._images(images)
+        for start in range(0, max(x.shape[0], 1), batch_size):
+            yield x[start:start + batch_size]
+
+    def run(self, images, *, taps=False, batch_size=1024):
+        """Run the model on ``images`` and return its outputs.
+
+        ``images`` are integer pixel codes ``[N, H, W]`` (``[N, C, H, W]`` with several
+        channels) of the input format, unpadded; they are processed ``batch_size`` at a time,
+        which changes nothing but memory use.
+
+        Return a dict: ``"classes"`` int64 ``[N]``; ``"scores"`` int64 ``[N, K]`` (the final
+        layer's accumulators); ``"saturations"``, for every layer name the number of values
+        clamped by its requantization (0 for layers without one); and with ``taps``,
+        ``"taps"``, for every layer name its int64 output (NCHW for spatial layers, ``[N, F]``
+        for dense and RBF layers; the final layer's tap is the scores).
+        """
+        scores = []
+        saturations = dict.fromkeys(self.layer_names, 0)
+        outputs = {name: [] for name in self.layer_names}
+        for x in self._batches(images, batch_size):
+            for layer in self._layers:
+                x, _, count = layer.forward(x)
+                saturations[layer.name] += count
+                if taps:
+                    outputs[layer.name].append(x)
+            scores.append(x)
+        scores = np.concatenate(scores)
+        result = {
+            "classes": L.classify(scores, self._output_kind),
+            "scores": scores,
+            "saturations": saturations,
+        }
+        if taps:
+            result["taps"] = {name: np.concatenate(parts) for name, parts in outputs.items()}
+        return result
+
+    def check_accumulators(self, images, *, batch_size=1024):
+        """Check that every accumulator computed on ``images`` fits its layer's ``acc_bits``.
+
+        Return, for every layer with an accumulator, the smallest and largest accumulator seen
+        as ``(lo, hi)`` (``None`` for no images). Raise :class:`QModelError` naming the layer if
+        a value falls outside the signed ``acc_bits`` range.
+        """
+        seen = {layer.name: None for layer in self._layers if layer.has_acc}
+        for x in self._batches(images, batch_size):
+            for layer in self._layers:
+                x, acc, _ = layer.forward(x)
+                if acc is None or acc.size == 0:
+                    continue
+                lo, hi = int(acc.min()), int(acc.max())
+                limit = 1 << (layer.acc_bits - 1)
+                if lo < -limit or hi >= limit:
+                    value = lo if lo < -limit else hi
+                    raise QModelError(f"layer {layer.name!r}: accumulator {value} does not fit "
+                                      f"acc_bits={layer.acc_bits} (signed range {-limit}.."
+                                      f"{limit - 1}); the bit-growth bound is broken, report it "
+                                      f"with this qmodel")
+                old = seen[layer.name]
+                seen[layer.name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        return seen
+
+
+def load(directory):
+    """Load, verify and return the integer model in ``directory`` (``qmodel.json`` + ``.npz``)."""
+    directory = Path(directory)
+    return IntegerModel.from_files(directory / JSON_NAME, directory / NPZ_NAME)
+
+
+def _json_default(value):
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"save: meta holds a {type(value).__name__}, which JSON cannot store")
+
+
+def _atomic_write(path, write):
+    """Write ``path`` through a temporary file in its directory, then rename it into place."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _write_npz(file, arrays):
+    # Like np.savez, but with fixed member timestamps so equal arrays give equal bytes.
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, arrays[name], allow_pickle=False)
+
+
+def save(meta, arrays, directory):
+    """Verify an integer model and write it to ``directory`` as ``qmodel.json`` + ``qmodel.npz``.
+
+    ``meta`` is the ``qmodel.json`` content; its ``arrays`` table is (re)computed from
+    ``arrays`` (shape and SHA-256 of each), so it may be left out. NumPy scalars and arrays in
+    ``meta`` are stored as JSON numbers and lists. The model is checked as :class:`IntegerModel`
+    would before anything is written; the directory is created if needed and each file is
+    replaced atomically (the ``.npz`` first, so a crash leaves a pair that fails to load, never
+    a wrong model). The JSON has sorted keys and an indent of 1.
+
+    Return ``(json_path, npz_path)``.
+    """
+    if not isinstance(meta, dict):
+        raise TypeError(f"save: meta must be a dict (the qmodel.json content), not "
+                        f"{type(meta).__name__}")
+    if not isinstance(arrays, dict):
+        raise TypeError(f"save: arrays must be a dict of name to integer array, not "
+                        f"{type(arrays).__name__}")
+    clean = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"save: array names must be non-empty strings, not {name!r}")
+        array = np.asarray(value)
+        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"save: array {name!r} must hold integer codes, not {array.dtype}; "
+                            f"quantize it before export")
+        if array.dtype == np.uint64 and array.size and int(array.max()) >= 2 ** 63:
+            raise OverflowError(f"save: array {name!r} holds codes of 2^63 or more")
+        clean[name] = np.ascontiguousarray(array, dtype=np.int64)
+    text = json.dumps(meta, default=_json_default)
+    meta = json.loads(text)
+    meta["arrays"] = {name: {"shape": list(array.shape), "sha256": array_sha256(array)}
+                      for name, array in sorted(clean.items())}
+    IntegerModel(meta, clean)
+    text = json.dumps(meta, sort_keys=True, indent=1) + "\n"
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, npz_path = directory / JSON_NAME, directory / NPZ_NAME
+    _atomic_write(npz_path, lambda file: _write_npz(file, clean))
+    _atomic_write(json_path, lambda file: file.write(text.encode("utf-8")))
+    return json_path, npz_path

@@ -1,0 +1,360 @@
+"""Random integer models for tests: any small network, valid by construction, reproducible.
+
+:func:`random_qmodel` turns a short layer list into ``(meta, arrays)`` exactly as an export
+would write them (``golden.save`` stores them, :class:`golden.IntegerModel` runs them). Weights
+span their whole code range, including both extremes; output fractions are calibrated on random
+images so that every layer carries signal and some values saturate. :func:`random_images` makes
+matching input batches.
+"""
+
+from functools import partial
+
+import numpy as np
+
+from . import layers as L
+from .model import FORMAT_VERSION, IntegerModel, array_sha256
+
+__all__ = ["random_qmodel", "random_images", "WEIGHT_MODES", "SPEC_KEYS"]
+
+#: How :func:`random_qmodel` draws weights, biases and RBF centers.
+WEIGHT_MODES = ("uniform", "extreme", "min", "max")
+
+_AFFINE_KEYS = {"activation", "weight_bits", "weight_frac", "per_channel", "out_bits", "out_frac",
+                "lut_bits", "lut_frac"}
+
+#: The keys each kind of spec entry accepts (besides "kind" and "name").
+SPEC_KEYS = {
+    "conv": {"out_channels", "kernel", "padding", "connections"} | _AFFINE_KEYS,
+    "pool": {"mode", "size"},
+    "subsample": {"size"} | _AFFINE_KEYS,
+    "dense": {"out_features", "final"} | _AFFINE_KEYS,
+    "rbf": {"out_features", "final"},
+}
+_REQUIRED = {"conv": ("out_channels", "kernel"), "dense": ("out_features",),
+             "rbf": ("out_features",)}
+
+# The 8-bit raw pixel format of every input (README: "Input").
+_INPUT_FORMAT = {"bits": 8, "frac": 8, "signed": False}
+
+
+def random_images(meta, n, seed):
+    """Return ``n`` random images for the model ``meta``, uniform over the input code range.
+
+    The result is ``[n, H, W]`` (``[n, C, H, W]`` for several channels), uint8 when the input
+    format fits it, else int64.
+    """
+    inp = meta["input"]
+    lo, hi = L.format_range(inp["format"])
+    shape = (n, inp["height"], inp["width"])
+    if inp["channels"] != 1:
+        shape = (n, inp["channels"], inp["height"], inp["width"])
+    dtype = np.uint8 if lo >= 0 and hi <= 255 else np.int64
+    return np.random.default_rng(seed).integers(lo, hi, endpoint=True, size=shape).astype(dtype)
+
+
+class _Builder:
+    def __init__(self, rng, wbits, abits, per_channel, weights, lut_bits):
+        self.rng = rng
+        self.wbits = wbits
+        self.abits = abits
+        self.per_channel = per_channel
+        self.weights = weights
+        self.lut_bits = lut_bits
+        self.arrays = {}
+
+    def draw(self, lo, hi, shape, mask=None):
+        """Draw codes in ``[lo, hi]`` by the weight mode; both extremes appear if possible."""
+        rng = self.rng
+        if self.weights == "uniform":
+            codes = rng.integers(lo, hi, endpoint=True, size=shape)
+        elif self.weights == "extreme":
+            codes = np.where(rng.integers(0, 2, size=shape) == 1, hi, lo)
+        else:
+            codes = np.full(shape, lo if self.weights == "min" else hi)
+        codes = codes.astype(np.int64)
+        if mask is not None:
+            codes = np.where(mask, codes, 0)
+        if self.weights == "uniform":
+            places = np.flatnonzero(np.ones(shape, bool) if mask is None else mask)
+            if places.size >= 2:
+                first, second = rng.choice(places, size=2, replace=False)
+                codes.flat[first], codes.flat[second] = lo, hi
+        return codes
+
+    def bias(self, acc, acc_bits):
+        limit = 1 << (acc_bits - 2)
+        channels = acc.shape[1]
+        if self.weights == "uniform":
+            spread = acc.swapaxes(0, 1).reshape(channels, -1).std(axis=1) + 1.0
+            bias = np.rint(self.rng.normal(0.0, spread)).astype(np.int64)
+            return np.clip(bias, -limit, limit - 1)
+        return self.draw(-limit, limit - 1, (channels,))
+
+    def calibrate(self, acc, acc_frac, fmt_bits, signed, positive):
+        """Return the fraction that puts the 90th percentile of |value| just below full scale."""
+        frac = np.asarray(acc_frac).reshape((1, -1) + (1,) * (acc.ndim - 2))
+        real = np.ldexp(acc.astype(np.float64), -frac)
+        real = np.maximum(real, 0.0) if positive else np.abs(real)
+        level = float(np.percentile(real, 90)) if real.size else 0.0
+        level = level or (float(real.max()) if real.size else 0.0)
+        if level == 0.0:
+            return fmt_bits - 1
+        full = 2.0 ** (fmt_bits - 1 if signed else fmt_bits)
+        return int(np.floor(np.log2(full / level)))
+
+    def add(self, name, array):
+        array = np.ascontiguousarray(array, dtype=np.int64)
+        self.arrays[name] = array
+        return name
+
+
+def _check_spec(spec):
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise ValueError(f"random_qmodel: spec must be a non-empty list of layer dicts, not "
+                         f"{spec!r}")
+    for i, entry in enumerate(spec):
+        if not isinstance(entry, dict):
+            raise ValueError(f"random_qmodel: spec[{i}] must be a dict, not {entry!r}")
+        kind = entry.get("kind")
+        if kind not in SPEC_KEYS:
+            raise ValueError(f"random_qmodel: spec[{i}].kind={kind!r} is not one of: "
+                             f"{', '.join(SPEC_KEYS)}")
+        for key in entry:
+            if key not in SPEC_KEYS[kind] | {"kind", "name"}:
+                raise ValueError(f"random_qmodel: spec[{i}] has an unknown key {key!r}; a "
+                                 f"{kind} layer takes: {', '.join(sorted(SPEC_KEYS[kind]))}")
+        for key in _REQUIRED.get(kind, ()):
+            if key not in entry:
+                raise ValueError(f"random_qmodel: spec[{i}] ({kind}) needs {key!r}")
+        last = i == len(spec) - 1
+        if entry.get("final", last) != last:
+            raise ValueError(f"random_qmodel: spec[{i}].final: the last layer, and only it, is "
+                             f"final")
+        if last and kind not in ("dense", "rbf"):
+            raise ValueError(f"random_qmodel: spec[{i}] is a {kind} layer; the last layer must "
+                             f"be dense or rbf (it gives the scores)")
+        if kind == "rbf" and not last:
+            raise ValueError(f"random_qmodel: spec[{i}]: an rbf layer must be the last")
+        if last and entry.get("activation", "none") != "none":
+            raise ValueError(f"random_qmodel: spec[{i}]: the final layer gives raw scores; "
+                             f"drop its activation")
+
+
+def _connections(builder, value, out_channels, in_channels, where):
+    if value is None or (isinstance(value, str) and value == "full"):
+        return None
+    if isinstance(value, str) and value == "random":
+        rng = builder.rng
+        table = rng.integers(0, 2, size=(out_channels, in_channels))
+        table[np.arange(out_channels), rng.integers(0, in_channels, size=out_channels)] = 1
+        if in_channels > 1 and table.all():
+            table[0, rng.integers(0, in_channels)] = 0
+            if not table[0].any():
+                table[0, 0] = 1
+        return table.astype(np.int64)
+    table = np.asarray(value)
+    if table.shape != (out_channels, in_channels) or not np.all((table == 0) | (table == 1)):
+        raise ValueError(f"random_qmodel: {where}.connections must be 'full', 'random' or a "
+                         f"0/1 array of shape [{out_channels}, {in_channels}]")
+    if not table.any(axis=1).all():
+        raise ValueError(f"random_qmodel: {where}.connections leaves an output channel with no "
+                         f"input")
+    return table.astype(np.int64)
+
+
+def _affine(builder, entry, desc, accumulate, channels, fan_in, weight_shape, in_fmt, mask,
+            final):
+    """Fill ``desc`` with weights, bias, widths and activation; return the calibration output.
+
+    ``accumulate(weight, bias)`` computes the layer's accumulators on the calibration batch.
+    """
+    name = desc["name"]
+    wbits = entry.get("weight_bits", builder.wbits)
+    per_channel = entry.get("per_channel", builder.per_channel) and not final
+    if "weight_frac" in entry:
+        w_frac = entry["weight_frac"]
+        fracs = np.broadcast_to(np.asarray(w_frac, dtype=np.int64), (channels,))
+        w_frac = int(w_frac) if np.ndim(w_frac) == 0 else [int(f) for f in w_frac]
+    elif per_channel:
+        fracs = (wbits - 1) + builder.rng.integers(-2, 3, size=channels)
+        w_frac = fracs.tolist()
+    else:
+        fracs = np.full(channels, wbits - 1, dtype=np.int64)
+        w_frac = wbits - 1
+    w_fmt = {"bits": wbits, "frac": w_frac, "signed": True}
+    w_lo, w_hi = L.format_range(w_fmt)
+    weight = builder.draw(w_lo, w_hi, weight_shape, mask)
+    acc_bits = L.acc_bits_for(desc["kind"], wbits, in_fmt["bits"], fan_in)
+    acc_frac = (fracs + in_fmt["frac"]).astype(np.int64)
+    acc = accumulate(weight, np.zeros(channels, dtype=np.int64))
+    bias = builder.bias(acc, acc_bits)
+    acc = acc + bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
+    role = "coef" if desc["kind"] == "subsample" else "weight"
+    desc.update({
+        "weight_format": w_fmt, "acc_bits": acc_bits, "acc_frac": acc_frac.tolist(),
+        "final": final,
+    })
+    desc["arrays"] = {"weight": builder.add(f"{name}.{role}", weight),
+                      "bias": builder.add(f"{name}.bias", bias)}
+    if final:
+        desc["activation"] = {"kind": "none"}
+        return acc
+    activation = entry.get("activation", "relu")
+    out_bits = entry.get("out_bits", builder.abits)
+    if activation in ("relu", "none"):
+        signed = activation == "none"
+        frac = entry.get("out_frac")
+        if frac is None:
+            frac = builder.calibrate(acc, acc_frac, out_bits, signed, positive=not signed)
+        out_fmt = {"bits": out_bits, "frac": frac, "signed": signed}
+        desc["activation"] = {"kind": activation}
+        desc["out_format"] = out_fmt
+        return L.requantize(acc, acc_frac - frac, out_fmt)[0]
+    if activation not in L.LUT_FUNCTIONS:
+        raise ValueError(f"random_qmodel: {name}: activation={activation!r} is not one of: "
+                         f"relu, none, {', '.join(L.LUT_FUNCTIONS)}")
+    lut_bits = entry.get("lut_bits", builder.lut_bits or builder.abits)
+    lut_frac = entry.get("lut_frac")
+    if lut_frac is None:
+        lut_frac = builder.calibrate(acc, acc_frac, lut_bits, True, positive=False)
+    pre_fmt = {"bits": lut_bits, "frac": lut_frac, "signed": True}
+    signed = activation != "sigmoid"
+    default_frac = {"tanh": out_bits - 1, "scaled_tanh": out_bits - 2, "sigmoid": out_bits}
+    out_fmt = {"bits": out_bits, "frac": entry.get("out_frac", default_frac[activation]),
+               "signed": signed}
+    table = L.build_lut(activation, lut_bits, lut_frac, out_fmt)
+    desc["activation"] = {"kind": "lut", "function": activation, "in_bits": lut_bits,
+                          "in_frac": lut_frac}
+    desc["out_format"] = out_fmt
+    desc["arrays"]["lut"] = builder.add(f"{name}.lut", table)
+    pre = L.requantize(acc, acc_frac - lut_frac, pre_fmt)[0]
+    return L.apply_lut(pre, table, lut_bits)
+
+
+def random_qmodel(spec, seed, wbits=8, abits=8, *, height=8, width=None, channels=1, pad=0,
+                  per_channel=True, weights="uniform", lut_bits=None, calibration=32,
+                  preset="random"):
+    """Build a random, valid integer model; return ``(meta, arrays)`` as an export would.
+
+    ``spec`` lists the layers, in order, as dicts with a ``"kind"`` and an optional ``"name"``
+    (default ``f"{kind}{index}"``):
+
+    - ``{"kind": "conv", "out_channels": O, "kernel": k}``, optional ``"padding"`` (0) and
+      ``"connections"``: "full" (default), "random" (a random sparse table, every output
+      connected to at least one input) or a 0/1 array ``[O, C]``;
+    - ``{"kind": "pool", "mode": "max" | "avg", "size": 2}``;
+    - ``{"kind": "subsample", "size": 2}`` (LeCun's coefficient + bias per map);
+    - ``{"kind": "dense", "out_features": F}`` (flattens a spatial input);
+    - ``{"kind": "rbf", "out_features": K}`` (last layer only).
+
+    Conv, subsample and non-final dense layers take ``"activation"``: "relu" (default), "none",
+    "tanh", "scaled_tanh" or "sigmoid" (a lookup table), and may override ``"weight_bits"``,
+    ``"weight_frac"`` (int or per-channel list), ``"per_channel"``, ``"out_bits"``,
+    ``"out_frac"`` (the LUT's output fraction for LUT activations), ``"lut_bits"`` and
+    ``"lut_frac"`` (the pre-activation format). An explicit ``out_frac``/``lut_frac`` far above
+    the accumulator fraction exercises negative (left) shifts. The last layer must be dense or
+    rbf and is the final layer (raw scores, per-tensor weight fraction).
+
+    The input is ``channels`` × ``height`` × ``width`` (``width`` defaults to ``height``) 8-bit
+    pixels padded by ``pad``. Weights are ``wbits`` wide, activations ``abits`` (LUT inputs
+    ``lut_bits``, default ``abits``); weight fractions vary per output channel when
+    ``per_channel``. ``weights`` chooses the codes of weights, biases and RBF centers:
+    "uniform" (over the whole range, both extremes present in each tensor; biases around the
+    accumulators' spread), "extreme" (each code the minimum or the maximum), "min" or "max"
+    (every code that extreme, biases included: the worst cases of bit growth).
+
+    Output fractions not given are calibrated on ``calibration`` random images so that the 90th
+    percentile of each layer's values sits in the top half of its range. The same arguments give
+    the same model.
+    """
+    _check_spec(spec)
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"random_qmodel: weights={weights!r} is not one of: "
+                         f"{', '.join(WEIGHT_MODES)}")
+    if isinstance(calibration, bool) or not isinstance(calibration, int) or calibration < 1:
+        raise ValueError(f"random_qmodel: calibration must be a positive number of images, not "
+                         f"{calibration!r}")
+    width = height if width is None else width
+    rng = np.random.default_rng(seed)
+    builder = _Builder(rng, wbits, abits, per_channel, weights, lut_bits)
+    meta = {
+        "format_version": FORMAT_VERSION, "preset": preset,
+        "input": {"height": height, "width": width, "channels": channels, "pad": pad,
+                  "format": dict(_INPUT_FORMAT)},
+        "layers": [],
+    }
+    images = random_images(meta, calibration, rng.integers(2 ** 32))
+    x = L.pad2d(images.reshape(calibration, channels, height, width), pad)
+    fmt = dict(_INPUT_FORMAT)
+    shape = (channels, height + 2 * pad, width + 2 * pad)
+    for i, entry in enumerate(spec):
+        kind = entry["kind"]
+        name = entry.get("name", f"{kind}{i}")
+        final = i == len(spec) - 1
+        desc = {"name": name, "kind": kind, "in_shape": list(shape), "in_format": dict(fmt)}
+        where = f"spec[{i}]"
+        if kind in ("conv", "subsample", "pool"):
+            x = x.reshape((calibration,) + shape)
+        if kind == "conv":
+            k, p = entry["kernel"], entry.get("padding", 0)
+            out_channels = entry["out_channels"]
+            table = _connections(builder, entry.get("connections"), out_channels, shape[0],
+                                 where)
+            mask = None
+            connected = shape[0]
+            if table is not None:
+                mask = np.broadcast_to(table[:, :, None, None] == 1,
+                                       (out_channels, shape[0], k, k))
+                connected = int(table.sum(axis=1).max())
+            shape = (out_channels, shape[1] + 2 * p - k + 1, shape[2] + 2 * p - k + 1)
+            if min(shape) < 1:
+                raise ValueError(f"random_qmodel: {where}: kernel {k} is larger than its "
+                                 f"input {desc['in_shape']} (padding {p})")
+            desc.update({"kernel": k, "padding": p, "out_shape": list(shape)})
+            accumulate = partial(L.conv2d, L.pad2d(x, p))
+            x = _affine(builder, entry, desc, accumulate, out_channels, connected * k * k,
+                        (out_channels, desc["in_shape"][0], k, k), fmt, mask, final)
+            if table is not None:
+                desc["arrays"]["connections"] = builder.add(f"{name}.connections", table)
+        elif kind == "subsample":
+            size = entry.get("size", 2)
+            shape = (shape[0], shape[1] // size, shape[2] // size)
+            desc.update({"size": size, "out_shape": list(shape)})
+            accumulate = partial(L.subsample, x, size=size)
+            x = _affine(builder, entry, desc, accumulate, shape[0], size * size, (shape[0],), fmt,
+                        None, final)
+        elif kind == "pool":
+            mode, size = entry.get("mode", "max"), entry.get("size", 2)
+            x = L.maxpool(x, size) if mode == "max" else L.avgpool(x, size)
+            shape = (shape[0], shape[1] // size, shape[2] // size)
+            desc.update({"mode": mode, "size": size, "out_shape": list(shape),
+                         "out_format": dict(fmt)})
+        elif kind == "dense":
+            features, out = int(np.prod(shape)), entry["out_features"]
+            accumulate = partial(L.dense, x.reshape(x.shape[0], features))
+            desc.update({"in_features": features, "out_features": out, "out_shape": [out, 1, 1]})
+            x = _affine(builder, entry, desc, accumulate, out, features, (out, features), fmt,
+                        None, final)
+            shape = (out, 1, 1)
+        else:
+            features, out = int(np.prod(shape)), entry["out_features"]
+            lo, hi = L.format_range(fmt)
+            centers = builder.draw(lo, hi, (out, features))
+            desc.update({
+                "in_features": features, "out_features": out, "out_shape": [out, 1, 1],
+                "acc_bits": L.acc_bits_for("rbf", None, fmt["bits"], features), "final": True,
+                "arrays": {"centers": builder.add(f"{name}.centers", centers)},
+            })
+            x = L.rbf(x.reshape(x.shape[0], -1), centers)
+            shape = (out, 1, 1)
+        meta["layers"].append(desc)
+        fmt = desc.get("out_format")
+    last = meta["layers"][-1]
+    meta["num_classes"] = last["out_features"]
+    meta["output"] = {"kind": "argmin" if last["kind"] == "rbf" else "argmax",
+                      "score_bits": last["acc_bits"], "score_signed": True}
+    arrays = builder.arrays
+    meta["arrays"] = {name: {"shape": list(a.shape), "sha256": array_sha256(a)}
+                      for name, a in sorted(arrays.items())}
+    IntegerModel(meta, arrays)
+    return meta, arrays
