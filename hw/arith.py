@@ -1,0 +1,142 @@
+"""Number formats and the integer rules of ``golden/`` expressed as Amaranth expressions."""
+
+from amaranth.hdl import Mux, Shape, signed, unsigned
+from amaranth.utils import ceil_log2
+
+__all__ = ["format_shape", "format_range", "saturate", "requantize", "shape_of_range",
+           "lut_index", "counter_shape", "rom_depth", "Activation"]
+
+
+def counter_shape(n):
+    """Return the shape of a counter of ``n`` states (at least one bit, never zero-width)."""
+    return range(max(n, 2))
+
+
+def rom_depth(rows):
+    """Return a memory depth of at least 2 for ``rows`` rows (no zero-width addresses)."""
+    return max(rows, 2)
+
+
+def format_shape(fmt):
+    """Return the Amaranth shape of the codes of a number format ``{"bits", "frac", "signed"}``."""
+    bits = fmt["bits"]
+    if not isinstance(bits, int) or bits <= 0:
+        raise ValueError(f"format {fmt!r}: bits must be a positive integer")
+    return signed(bits) if fmt["signed"] else unsigned(bits)
+
+
+def format_range(fmt):
+    """Return ``(lo, hi)``, the code range of a number format."""
+    bits = fmt["bits"]
+    if fmt["signed"]:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def shape_of_range(lo, hi):
+    """Return the narrowest shape holding every integer of ``[lo, hi]``."""
+    return Shape.cast(range(lo, hi + 1))
+
+
+def saturate(value, lo, hi, shape):
+    """Clamp ``value`` to ``[lo, hi]`` and return it as ``shape``."""
+    shape = Shape.cast(shape)
+    clamped = Mux(value < lo, lo, Mux(value > hi, hi, value))
+    bits = clamped[:shape.width]
+    return bits.as_signed() if shape.signed else bits
+
+
+def requantize(acc, shift, fmt):
+    """Round half up by ``shift`` (left shift when ``shift <= 0``), then saturate to ``fmt``.
+
+    ``acc`` must be a signed value. This is ``golden.layers.requantize`` without the count of
+    saturations.
+    """
+    if shift > 0:
+        rounded = (acc + (1 << (shift - 1))) >> shift
+    else:
+        rounded = acc << (-shift)
+    lo, hi = format_range(fmt)
+    return saturate(rounded, lo, hi, format_shape(fmt))
+
+
+def lut_index(pre, in_bits):
+    """Return the table index ``pre + 2^(in_bits-1)`` of a signed ``in_bits`` pre-activation."""
+    return pre.as_unsigned() ^ (1 << (in_bits - 1))
+
+
+def bits_for_sum(shape, terms):
+    """Return the shape of a sum of ``terms`` values of ``shape`` (no overflow)."""
+    shape = Shape.cast(shape)
+    return Shape(shape.width + ceil_log2(terms), shape.signed)
+
+
+class Activation:
+    """Requantize + activation of one layer, as the integer model states it.
+
+    Parameters
+    ----------
+    name : str
+        Layer name, for messages.
+    activation : dict
+        ``{"kind": "relu" | "none" | "lut", ...}`` from ``qmodel.json``.
+    out_format : dict
+        Output format of the layer.
+    acc_frac : list of int
+        Fraction of the accumulator of each output channel.
+    table : sequence of int or None
+        The activation table (``kind == "lut"`` only).
+    """
+    def __init__(self, *, name, activation, out_format, acc_frac, table=None):
+        kind = activation["kind"]
+        if kind not in ("relu", "none", "lut"):
+            raise ValueError(f"layer {name!r}: activation kind {kind!r} is not one of "
+                             f"'relu', 'none', 'lut'")
+        self.kind = kind
+        self.out_format = out_format
+        if kind == "lut":
+            self.pre_format = {"bits": activation["in_bits"], "frac": activation["in_frac"],
+                               "signed": True}
+            if table is None or len(table) != 1 << activation["in_bits"]:
+                raise ValueError(f"layer {name!r}: the LUT must have 2^in_bits = "
+                                 f"{1 << activation['in_bits']} entries")
+            lo, hi = format_range(out_format)
+            if min(table) < lo or max(table) > hi:
+                raise ValueError(f"layer {name!r}: LUT codes leave the output format "
+                                 f"{out_format!r}")
+            self.table = [int(v) for v in table]
+        else:
+            self.pre_format = out_format
+            self.table = None
+        self.shifts = [int(a) - self.pre_format["frac"] for a in acc_frac]
+
+    def lut_memory(self):
+        """Return a new ROM holding the table, or ``None`` without a table."""
+        from amaranth.lib.memory import Memory
+        if self.table is None:
+            return None
+        return Memory(shape=format_shape(self.out_format), depth=len(self.table),
+                      init=self.table)
+
+    def apply(self, m, acc, channel_shifts, select, lut):
+        """Return the output code of ``acc``.
+
+        ``channel_shifts[j]`` is the shift when ``select == j`` (a lane serving several channels
+        in turn); ``lut`` is the ROM from :meth:`lut_memory` (a comb read port is added).
+        """
+        from amaranth.hdl import Signal
+        pre = Signal(format_shape(self.pre_format))
+        distinct = sorted(set(channel_shifts))
+        if len(distinct) == 1:
+            m.d.comb += pre.eq(requantize(acc, distinct[0], self.pre_format))
+        else:
+            m.d.comb += pre.eq(requantize(acc, channel_shifts[-1], self.pre_format))
+            for j, shift in enumerate(channel_shifts[:-1]):
+                if shift != channel_shifts[-1]:
+                    with m.If(select == j):
+                        m.d.comb += pre.eq(requantize(acc, shift, self.pre_format))
+        if self.table is None:
+            return pre
+        port = lut.read_port(domain="comb")
+        m.d.comb += port.addr.eq(lut_index(pre, self.pre_format["bits"]))
+        return port.data

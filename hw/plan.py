@@ -1,0 +1,205 @@
+"""The stage table: one description per hardware stage, read from the integer model.
+
+:func:`plan` turns ``qmodel.json`` + arrays + folding into the list of stage components that
+:mod:`hw.top` chains and :mod:`hw.cycles` counts, so a layer kind is described in one place.
+"""
+
+import math
+
+import numpy as np
+
+from .arith import Activation
+from .mac import MacStage
+from .output import ClassifyStage
+from .padder import Padder
+from .pool import PoolStage
+
+__all__ = ["MAC_KINDS", "mac_layers", "check_folding", "plan", "mac_cycles"]
+
+#: Layer kinds computed on the PE × SIMD MAC array (and so folded).
+MAC_KINDS = ("conv", "dense", "rbf")
+
+
+def _label(index, layer):
+    return f"layers[{index}] {layer.get('name', '?')!r}"
+
+
+def _per_channel(value, channels):
+    if isinstance(value, list):
+        return [int(v) for v in value]
+    return [int(value)] * channels
+
+
+def mac_layers(meta):
+    """Return ``[(index, layer)]`` of the layers that take a folding entry, in order."""
+    return [(i, layer) for i, layer in enumerate(meta["layers"]) if layer["kind"] in MAC_KINDS]
+
+
+def layer_shapes(meta):
+    """Return the ``(channels, height, width)`` input shape of each layer, in order."""
+    inp = meta["input"]
+    shape = (inp.get("channels", 1), inp["height"] + 2 * inp["pad"],
+             inp["width"] + 2 * inp["pad"])
+    shapes = []
+    for layer in meta["layers"]:
+        shapes.append(shape)
+        kind = layer["kind"]
+        c, h, w = shape
+        if kind == "conv":
+            k, p = layer["kernel"], layer.get("padding", 0)
+            shape = (layer["out_shape"][0], h + 2 * p - k + 1, w + 2 * p - k + 1)
+        elif kind in ("pool", "subsample"):
+            s = layer["size"]
+            shape = (c, h // s, w // s)
+        else:
+            shape = (layer["out_features"], 1, 1)
+    return shapes
+
+
+def mac_geometry(layer, shape):
+    """Return ``(in_shape, kernel, out_channels)`` of a MAC layer as :class:`MacStage` sees it."""
+    c, h, w = shape
+    if layer["kind"] == "conv":
+        p = layer.get("padding", 0)
+        k = layer["kernel"]
+        return (c, h + 2 * p, w + 2 * p), (k, k), layer["out_shape"][0]
+    return (c, h, w), (h, w), layer["out_features"]
+
+
+def mac_cycles(in_shape, kernel, out_channels, pe, simd):
+    """Cycles per image of a :class:`MacStage` (see its docstring)."""
+    c, h, w = in_shape
+    kh, kw = kernel
+    return max(h * w, (h - kh + 1) * (w - kw + 1) * (out_channels // pe) * (kh * kw * c // simd))
+
+
+def check_folding(meta, folding):
+    """Validate ``folding`` (a list of ``{"pe", "simd"}``, one per MAC layer) and return it.
+
+    ``None`` means ``pe = simd = 1`` everywhere. Raises :class:`ValueError` naming the layer.
+    """
+    macs = mac_layers(meta)
+    if folding is None:
+        return [{"pe": 1, "simd": 1} for _ in macs]
+    if not isinstance(folding, (list, tuple)):
+        raise TypeError(f"folding must be a list of {{'pe': .., 'simd': ..}}, not {folding!r}")
+    if len(folding) != len(macs):
+        names = ", ".join(layer["name"] for _, layer in macs)
+        raise ValueError(f"folding has {len(folding)} entries but the model has {len(macs)} "
+                         f"MAC layers ({names}); give one {{'pe', 'simd'}} per MAC layer")
+    shapes = layer_shapes(meta)
+    result = []
+    for (index, layer), entry in zip(macs, folding, strict=True):
+        label = _label(index, layer)
+        if not isinstance(entry, dict) or set(entry) - {"pe", "simd"}:
+            raise ValueError(f"{label}: folding entry {entry!r} must be a dict with keys "
+                             f"'pe' and 'simd'")
+        pe, simd = entry.get("pe", 1), entry.get("simd", 1)
+        for key, value in (("pe", pe), ("simd", simd)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label}: {key}={value!r} must be a positive integer")
+        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
+        channels = in_shape[0]
+        if out_channels % pe:
+            raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
+        if layer["kind"] == "conv":
+            if channels % simd:
+                raise ValueError(f"{label}: simd={simd} does not divide in_channels={channels}")
+        else:
+            features = math.prod(in_shape)
+            if features % simd:
+                raise ValueError(f"{label}: simd={simd} does not divide "
+                                 f"in_features={features}")
+            if channels % simd:
+                raise ValueError(f"{label}: simd={simd} does not divide the {channels} "
+                                 f"channels of each input position (in_features={features} "
+                                 f"arrive as {in_shape[1]}x{in_shape[2]} positions); use a "
+                                 f"divisor of {channels}")
+        result.append({"pe": pe, "simd": simd})
+    return result
+
+
+def _activation(label, layer, arrays, channels):
+    names = layer.get("arrays", {})
+    table = arrays[names["lut"]] if "lut" in names else None
+    return Activation(name=label, activation=layer.get("activation", {"kind": "none"}),
+                      out_format=layer["out_format"],
+                      acc_frac=_per_channel(layer["acc_frac"], channels),
+                      table=None if table is None else [int(v) for v in table])
+
+
+def plan(meta, arrays, folding=None):
+    """Return the list of stage components, input to output, of the integer model.
+
+    ``meta`` is ``qmodel.json``, ``arrays`` the int64 arrays of ``qmodel.npz`` (by name),
+    ``folding`` as :func:`check_folding` takes it.
+    """
+    folding = check_folding(meta, folding)
+    arrays = {name: np.asarray(value, dtype=np.int64) for name, value in arrays.items()}
+    inp = meta["input"]
+    layers = meta["layers"]
+    if not layers:
+        raise ValueError("qmodel has no layers")
+    last = layers[-1]
+    if not last.get("final", False) or last["kind"] not in ("dense", "rbf"):
+        raise ValueError(f"{_label(len(layers) - 1, last)}: the last layer must be a final "
+                         f"dense or rbf layer")
+    stages = []
+    pad = inp["pad"]
+    first = layers[0]
+    folded_pad = first["kind"] == "conv" and first.get("padding", 0) > 0
+    if folded_pad:
+        pad += first["padding"]
+    if pad:
+        stages.append(Padder(channels=inp.get("channels", 1), height=inp["height"],
+                             width=inp["width"], pad=pad, fmt=inp["format"]))
+    shapes = layer_shapes(meta)
+    fold_iter = iter(folding)
+    for index, layer in enumerate(layers):
+        label = _label(index, layer)
+        kind = layer["kind"]
+        shape = shapes[index]
+        names = layer.get("arrays", {})
+        final = layer.get("final", False)
+        if kind in MAC_KINDS:
+            fold = next(fold_iter)
+            in_shape, kernel, out_channels = mac_geometry(layer, shape)
+            p = layer.get("padding", 0) if kind == "conv" else 0
+            if p and not (index == 0 and folded_pad):
+                stages.append(Padder(channels=shape[0], height=shape[1], width=shape[2],
+                                     pad=p, fmt=layer["in_format"]))
+            if kind == "rbf":
+                weight = arrays[names["centers"]].reshape((out_channels,) + in_shape)
+                bias, weight_format, op = None, layer["in_format"], "sqdiff"
+            else:
+                if kind == "conv":
+                    weight = arrays[names["weight"]]
+                else:
+                    weight = arrays[names["weight"]].reshape((out_channels,) + in_shape)
+                bias, weight_format, op = arrays[names["bias"]], layer["weight_format"], "mul"
+            activation = None if final else _activation(label, layer, arrays, out_channels)
+            stages.append(MacStage(label=label, in_shape=in_shape,
+                                   in_format=layer["in_format"], weight_format=weight_format,
+                                   weight=weight, bias=bias, acc_bits=layer["acc_bits"],
+                                   activation=activation, op=op, pe=fold["pe"],
+                                   simd=fold["simd"]))
+        elif kind == "pool":
+            stages.append(PoolStage(label=label, mode=layer["mode"], size=layer["size"],
+                                    in_shape=shape, in_format=layer["in_format"]))
+        elif kind == "subsample":
+            stages.append(PoolStage(label=label, mode="subsample", size=layer["size"],
+                                    in_shape=shape, in_format=layer["in_format"],
+                                    coef=arrays[names["weight"]], bias=arrays[names["bias"]],
+                                    coef_format=layer["weight_format"],
+                                    acc_bits=layer["acc_bits"],
+                                    activation=_activation(label, layer, arrays, shape[0])))
+        else:
+            raise ValueError(f"{label}: layer kind {kind!r} has no hardware stage; expected "
+                             f"conv, pool, subsample, dense or rbf")
+        if final and index != len(layers) - 1:
+            raise ValueError(f"{label}: only the last layer can be final")
+    last = layers[-1]
+    out = meta["output"]
+    stages.append(ClassifyStage(num_classes=last["out_features"], in_bits=last["acc_bits"],
+                                score_bits=out["score_bits"], kind=out["kind"]))
+    return stages

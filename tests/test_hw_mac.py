@@ -1,0 +1,166 @@
+"""MacStage (hw/mac.py) against golden conv2d / dense / rbf + requantize + apply_lut, bit-exact."""
+
+import numpy as np
+import pytest
+
+from golden import layers as L
+from hw.arith import Activation
+from hw.mac import MacStage
+from hw.simulation import discard_unused, run_stream
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _discard_unused():
+    yield
+    discard_unused()
+
+U8 = {"bits": 8, "frac": 8, "signed": False}
+
+
+def _activation(rng, kind, out_channels, in_frac):
+    w_frac = [int(v) for v in rng.integers(3, 8, out_channels)]
+    acc_frac = [f + in_frac for f in w_frac]
+    if kind == "relu":
+        spec, out_format, table = {"kind": "relu"}, {"bits": 8, "frac": 4, "signed": False}, None
+    elif kind == "none":
+        spec, out_format, table = {"kind": "none"}, {"bits": 6, "frac": 3, "signed": True}, None
+        acc_frac[0] = 1                                   # a left shift (s < 0)
+    else:
+        out_format = {"bits": 8, "frac": 6, "signed": True}
+        spec = {"kind": "lut", "function": "scaled_tanh", "in_bits": 7, "in_frac": 3}
+        table = L.build_lut("scaled_tanh", 7, 3, out_format)
+    act = Activation(name="t", activation=spec, out_format=out_format, acc_frac=acc_frac,
+                     table=table)
+    return act, w_frac
+
+
+def _golden_act(acc, act):
+    q, _ = L.requantize(acc, np.array(act.shifts), act.pre_format)
+    if act.table is not None:
+        q = L.apply_lut(q, np.array(act.table), act.pre_format["bits"])
+    return q
+
+
+def _beats(x):
+    """NCHW images -> one beat per position (all channels), row-major, images back to back."""
+    n, c, h, w = x.shape
+    return [[int(v) for v in x[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
+
+
+def _positions(y):
+    n, c, h, w = y.shape
+    return [[int(v) for v in y[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
+
+
+@pytest.mark.parametrize("kind,pe,simd", [
+    ("relu", 1, 1), ("relu", 2, 3), ("relu", 4, 3), ("lut", 2, 1), ("none", 1, 3),
+])
+def test_conv(kind, pe, simd):
+    rng = np.random.default_rng(pe * 10 + simd)
+    channels, height, width, out_channels, k, n = 3, 6, 5, 4, 3, 2
+    act, _ = _activation(rng, kind, out_channels, U8["frac"])
+    weight = rng.integers(-128, 128, (out_channels, channels, k, k))
+    bias = rng.integers(-20000, 20000, out_channels)
+    acc_bits = L.acc_bits_for("conv", 8, 8, channels * k * k)
+    dut = MacStage(label="layers[0] 'c'", in_shape=(channels, height, width), in_format=U8,
+                   weight_format={"bits": 8, "frac": 5, "signed": True}, weight=weight,
+                   bias=bias, acc_bits=acc_bits, activation=act, pe=pe, simd=simd)
+    x = rng.integers(0, 256, (n, channels, height, width))
+    expected = _positions(_golden_act(L.conv2d(x, weight, bias), act))
+    out, _ = run_stream(dut, _beats(x), len(expected), seed=pe + simd, gap=0.3, stall=0.3)
+    assert out == expected
+
+
+@pytest.mark.parametrize("pe,simd", [(1, 1), (3, 2), (6, 4)])
+def test_dense_after_spatial(pe, simd):
+    # The stream delivers HWC order; golden flattens CHW: the ROM must be permuted.
+    rng = np.random.default_rng(pe + 7 * simd)
+    channels, height, width, out_features, n = 4, 2, 3, 6, 3
+    fmt = {"bits": 8, "frac": 4, "signed": True}
+    act, _ = _activation(rng, "relu", out_features, fmt["frac"])
+    features = channels * height * width
+    weight = rng.integers(-128, 128, (out_features, features))
+    bias = rng.integers(-5000, 5000, out_features)
+    dut = MacStage(label="layers[3] 'f'", in_shape=(channels, height, width), in_format=fmt,
+                   weight_format={"bits": 8, "frac": 5, "signed": True},
+                   weight=weight.reshape(out_features, channels, height, width), bias=bias,
+                   acc_bits=L.acc_bits_for("dense", 8, 8, features), activation=act,
+                   pe=pe, simd=simd)
+    x = rng.integers(-128, 128, (n, channels, height, width))
+    acc = L.dense(x.reshape(n, -1), weight, bias)
+    expected = _golden_act(acc, act).tolist()
+    out, _ = run_stream(dut, _beats(x), n, seed=pe, gap=0.4, stall=0.4)
+    assert out == expected
+
+
+@pytest.mark.parametrize("pe,simd", [(1, 1), (3, 5)])
+def test_rbf_final(pe, simd):
+    rng = np.random.default_rng(pe)
+    features, classes, n = 10, 3, 3
+    fmt = {"bits": 8, "frac": 4, "signed": False}
+    centers = rng.integers(0, 256, (classes, features))
+    acc_bits = L.acc_bits_for("rbf", None, 8, features)
+    dut = MacStage(label="layers[5] 'out'", in_shape=(features, 1, 1), in_format=fmt,
+                   weight_format=fmt, weight=centers.reshape(classes, features, 1, 1),
+                   bias=None, acc_bits=acc_bits, activation=None, op="sqdiff", pe=pe, simd=simd)
+    x = rng.integers(0, 256, (n, features))
+    out, _ = run_stream(dut, [[int(v) for v in row] for row in x], n, gap=0.3, stall=0.3)
+    assert out == L.rbf(x, centers).tolist()
+
+
+def test_final_dense_raw_scores():
+    rng = np.random.default_rng(3)
+    weight = rng.integers(-128, 128, (3, 4))
+    bias = rng.integers(-100, 100, 3)
+    fmt = {"bits": 8, "frac": 4, "signed": False}
+    dut = MacStage(label="layers[1] 'out'", in_shape=(4, 1, 1), in_format=fmt,
+                   weight_format={"bits": 8, "frac": 6, "signed": True},
+                   weight=weight.reshape(3, 4, 1, 1), bias=bias,
+                   acc_bits=L.acc_bits_for("dense", 8, 8, 4), activation=None, pe=3, simd=4)
+    x = rng.integers(0, 256, (4, 4))
+    out, _ = run_stream(dut, x.tolist(), 4, stall=0.5)
+    assert out == L.dense(x, weight, bias).tolist()
+
+
+def _conv_args(**overrides):
+    args = dict(label="layers[2] 'c3'", in_shape=(6, 14, 14), in_format=U8,
+                weight_format={"bits": 8, "frac": 5, "signed": True},
+                weight=np.zeros((16, 6, 5, 5), dtype=np.int64), bias=np.zeros(16, np.int64),
+                acc_bits=22, activation=None)
+    args.update(overrides)
+    return args
+
+
+def test_bad_pe():
+    with pytest.raises(ValueError) as info:
+        MacStage(**_conv_args(pe=7))
+    assert str(info.value) == "layers[2] 'c3': pe=7 does not divide out_channels=16"
+
+
+def test_bad_simd():
+    with pytest.raises(ValueError) as info:
+        MacStage(**_conv_args(simd=4))
+    assert str(info.value) == "layers[2] 'c3': simd=4 does not divide in_channels=6"
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError) as info:
+        MacStage(**_conv_args(pe=0))
+    assert str(info.value) == "layers[2] 'c3': pe must be an integer >= 1, not 0"
+    with pytest.raises(ValueError) as info:
+        MacStage(**_conv_args(op="add"))
+    assert str(info.value) == "layers[2] 'c3': op must be 'mul' or 'sqdiff', not 'add'"
+    with pytest.raises(ValueError) as info:
+        MacStage(**_conv_args(in_shape=(6, 4, 4)))
+    assert str(info.value) == "layers[2] 'c3': kernel 5x5 is larger than the input 4x4"
+
+
+def test_cycles_and_properties():
+    dut = MacStage(**_conv_args(pe=4, simd=3))
+    assert dut.out_shape == (16, 10, 10)
+    assert (dut.groups, dut.fold) == (4, 50)
+    assert dut.cycles == 10 * 10 * 4 * 50
+    dut = MacStage(**_conv_args(pe=16, simd=6, weight=np.zeros((16, 6, 1, 1), np.int64)))
+    assert dut.cycles == 14 * 14                    # bound by input beats, one per cycle

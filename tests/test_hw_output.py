@@ -1,0 +1,38 @@
+"""ClassifyStage (hw/output.py) against golden classify: lowest index on ties."""
+
+import numpy as np
+import pytest
+
+from golden import layers as L
+from hw.output import ClassifyStage
+from hw.simulation import discard_unused, run_stream
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _discard_unused():
+    yield
+    discard_unused()
+
+
+@pytest.mark.parametrize("kind", ["argmax", "argmin"])
+def test_classify(kind):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(-4, 4, (40, 5))              # many ties
+    scores[0] = [7, 7, 7, 7, 7]
+    dut = ClassifyStage(num_classes=5, in_bits=12, score_bits=16, kind=kind)
+    out, _ = run_stream(dut, scores.tolist(), len(scores), gap=0.3, stall=0.3)
+    assert [o["cls"] for o in out] == L.classify(scores, kind).tolist()
+    assert [o["scores"] for o in out] == scores.tolist()
+    assert all(o["last"] == 1 for o in out)
+
+
+def test_errors():
+    with pytest.raises(ValueError) as info:
+        ClassifyStage(num_classes=10, in_bits=26, score_bits=20, kind="argmax")
+    assert str(info.value) == ("output.score_bits=20 is narrower than the final layer's "
+                               "acc_bits=26; set score_bits >= 26")
+    with pytest.raises(ValueError) as info:
+        ClassifyStage(num_classes=10, in_bits=26, score_bits=26, kind="softmax")
+    assert str(info.value) == "output kind must be 'argmax' or 'argmin', not 'softmax'"

@@ -1,0 +1,47 @@
+"""Padder (hw/padder.py) against golden pad2d."""
+
+import numpy as np
+import pytest
+
+from golden import layers as L
+from hw.padder import Padder
+from hw.simulation import discard_unused, run_stream
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _discard_unused():
+    yield
+    discard_unused()
+
+
+@pytest.mark.parametrize("channels,pad", [(1, 2), (3, 1), (2, 0)])
+def test_pad(channels, pad):
+    rng = np.random.default_rng(pad)
+    x = rng.integers(0, 256, (3, channels, 3, 4))
+    dut = Padder(channels=channels, height=3, width=4, pad=pad,
+                 fmt={"bits": 8, "frac": 8, "signed": False})
+    y = L.pad2d(x, pad)
+    beats = [[int(v) for v in x[i, :, r, q]] for i in range(3) for r in range(3) for q in range(4)]
+    expected = [[int(v) for v in y[i, :, r, q]] for i in range(3)
+                for r in range(y.shape[2]) for q in range(y.shape[3])]
+    out, _ = run_stream(dut, beats, len(expected), seed=channels, gap=0.5, stall=0.3)
+    assert out == expected
+    assert dut.cycles == y.shape[2] * y.shape[3]
+
+
+def test_full_rate():
+    dut = Padder(channels=1, height=2, width=2, pad=1, fmt={"bits": 8, "frac": 8, "signed": False})
+    out, times = run_stream(dut, [[v] for v in range(8)], 32)
+    assert np.all(np.diff(times) == 1)
+
+
+def test_errors():
+    with pytest.raises(TypeError) as info:
+        Padder(channels=1, height=0, width=2, pad=1, fmt={"bits": 8, "frac": 8, "signed": False})
+    assert str(info.value) == "height must be a positive integer, not 0"
+    with pytest.raises(TypeError) as info:
+        Padder(channels=1, height=2, width=2, pad=-1,
+               fmt={"bits": 8, "frac": 8, "signed": False})
+    assert str(info.value) == "pad must be a non-negative integer, not -1"

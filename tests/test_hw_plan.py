@@ -1,0 +1,76 @@
+"""Folding checks and the stage table (hw/plan.py)."""
+
+import pytest
+
+from golden import random_qmodel
+from hw.plan import check_folding, layer_shapes, plan
+from hw.simulation import discard_unused
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _discard_unused():
+    yield
+    discard_unused()
+
+SPEC = [
+    {"kind": "conv", "out_channels": 6, "kernel": 3, "name": "c1"},
+    {"kind": "pool", "mode": "max", "size": 2, "name": "s2"},
+    {"kind": "conv", "out_channels": 4, "kernel": 3, "padding": 1, "name": "c3"},
+    {"kind": "dense", "out_features": 5, "name": "f4"},
+    {"kind": "dense", "out_features": 3, "name": "out"},
+]
+
+
+@pytest.fixture(scope="module")
+def meta():
+    return random_qmodel(SPEC, 0, height=10, calibration=4)[0]
+
+
+def test_default_folding(meta):
+    assert check_folding(meta, None) == [{"pe": 1, "simd": 1}] * 4
+
+
+def test_shapes(meta):
+    assert layer_shapes(meta) == [(1, 10, 10), (6, 8, 8), (6, 4, 4), (4, 4, 4), (5, 1, 1)]
+
+
+@pytest.mark.parametrize("folding,message", [
+    ([{"pe": 1, "simd": 1}] * 3,
+     "folding has 3 entries but the model has 4 MAC layers (c1, c3, f4, out); give one "
+     "{'pe', 'simd'} per MAC layer"),
+    ([{"pe": 4, "simd": 1}, {}, {}, {}], "layers[0] 'c1': pe=4 does not divide out_channels=6"),
+    ([{}, {"simd": 4}, {}, {}], "layers[2] 'c3': simd=4 does not divide in_channels=6"),
+    ([{}, {}, {"simd": 3}, {}], "layers[3] 'f4': simd=3 does not divide in_features=64"),
+    ([{}, {}, {"simd": 8}, {}],
+     "layers[3] 'f4': simd=8 does not divide the 4 channels of each input position "
+     "(in_features=64 arrive as 4x4 positions); use a divisor of 4"),
+    ([{}, {}, {}, {"pe": 0}], "layers[4] 'out': pe=0 must be a positive integer"),
+    ([{}, {}, {}, {"pe": 1, "lanes": 2}],
+     "layers[4] 'out': folding entry {'pe': 1, 'lanes': 2} must be a dict with keys 'pe' "
+     "and 'simd'"),
+])
+def test_bad_folding(meta, folding, message):
+    with pytest.raises(ValueError) as info:
+        check_folding(meta, folding)
+    assert str(info.value) == message
+
+
+def test_plan_stages(meta):
+    from hw.top import LeNetAccelerator
+    stages = LeNetAccelerator(meta, random_qmodel(SPEC, 0, height=10, calibration=4)[1]).stages
+    kinds = [type(s).__name__ for s in stages]
+    assert kinds == ["MacStage", "PoolStage", "Padder", "MacStage", "MacStage", "MacStage",
+                     "ClassifyStage"]
+    assert [s.label for s in stages if hasattr(s, "label")] == [
+        "layers[0] 'c1'", "layers[1] 's2'", "layers[2] 'c3'", "layers[3] 'f4'",
+        "layers[4] 'out'"]
+
+
+def test_plan_without_final_layer(meta):
+    meta = dict(meta, layers=[dict(layer) for layer in meta["layers"]])
+    meta["layers"][-1]["final"] = False
+    with pytest.raises(ValueError) as info:
+        plan(meta, {})
+    assert str(info.value) == "layers[4] 'out': the last layer must be a final dense or rbf layer"

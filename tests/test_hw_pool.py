@@ -1,0 +1,101 @@
+"""PoolStage (hw/pool.py) against golden maxpool / avgpool / subsample, bit-exact."""
+
+import numpy as np
+import pytest
+
+from golden import layers as L
+from hw.arith import Activation
+from hw.pool import PoolStage
+from hw.simulation import discard_unused, run_stream
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _discard_unused():
+    yield
+    discard_unused()
+
+S8 = {"bits": 8, "frac": 5, "signed": True}
+U8 = {"bits": 8, "frac": 4, "signed": False}
+
+
+def _beats(x):
+    n, c, h, w = x.shape
+    return [[int(v) for v in x[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
+
+
+def _positions(y):
+    return _beats(y)
+
+
+def _images(rng, fmt, shape):
+    lo, hi = L.format_range(fmt)
+    return rng.integers(lo, hi, endpoint=True, size=shape)
+
+
+@pytest.mark.parametrize("mode,size,fmt", [
+    ("max", 2, S8), ("max", 3, U8), ("avg", 2, S8), ("avg", 2, U8), ("avg", 1, S8),
+])
+def test_pool(mode, size, fmt):
+    rng = np.random.default_rng(size)
+    shape = (2, 3, 2 * size, 3 * size)
+    x = _images(rng, fmt, shape)
+    dut = PoolStage(label="layers[1] 's2'", mode=mode, size=size, in_shape=shape[1:],
+                    in_format=fmt)
+    ref = L.maxpool(x, size) if mode == "max" else L.avgpool(x, size)
+    expected = _positions(ref)
+    out, _ = run_stream(dut, _beats(x), len(expected), seed=size, gap=0.3, stall=0.4)
+    assert out == expected
+
+
+@pytest.mark.parametrize("kind", ["lut", "none"])
+def test_subsample(kind):
+    rng = np.random.default_rng(11)
+    channels, size = 3, 2
+    x = _images(rng, U8, (2, channels, 4, 6))
+    coef = rng.integers(-128, 128, channels)
+    bias = rng.integers(-4000, 4000, channels)
+    acc_bits = L.acc_bits_for("subsample", 8, 8, size * size)
+    acc_frac = [7 + U8["frac"]] * channels
+    if kind == "lut":
+        out_format = {"bits": 8, "frac": 6, "signed": True}
+        spec = {"kind": "lut", "function": "scaled_tanh", "in_bits": 8, "in_frac": 4}
+        table = L.build_lut("scaled_tanh", 8, 4, out_format)
+    else:
+        out_format, spec, table = {"bits": 8, "frac": 3, "signed": True}, {"kind": "none"}, None
+    act = Activation(name="s", activation=spec, out_format=out_format, acc_frac=acc_frac,
+                     table=table)
+    dut = PoolStage(label="layers[1] 's2'", mode="subsample", size=size,
+                    in_shape=(channels, 4, 6), in_format=U8, coef=coef, bias=bias,
+                    coef_format={"bits": 8, "frac": 7, "signed": True}, acc_bits=acc_bits,
+                    activation=act)
+    acc = L.subsample(x, coef, bias, size)
+    q, _ = L.requantize(acc, np.array(act.shifts), act.pre_format)
+    if table is not None:
+        q = L.apply_lut(q, table, 8)
+    expected = _positions(q)
+    out, _ = run_stream(dut, _beats(x), len(expected), seed=3, gap=0.3, stall=0.3)
+    assert out == expected
+
+
+def test_errors():
+    with pytest.raises(ValueError) as info:
+        PoolStage(label="layers[1] 's2'", mode="max", size=3, in_shape=(6, 28, 28),
+                  in_format=U8)
+    assert str(info.value) == "layers[1] 's2': size=3 does not divide the 28x28 input"
+    with pytest.raises(ValueError) as info:
+        PoolStage(label="layers[1] 's2'", mode="avg", size=3, in_shape=(6, 27, 27),
+                  in_format=U8)
+    assert str(info.value) == ("layers[1] 's2': size=3 is not a power of two; average pooling "
+                               "divides by a shift")
+    with pytest.raises(ValueError) as info:
+        PoolStage(label="layers[1] 's2'", mode="min", size=2, in_shape=(6, 4, 4), in_format=U8)
+    assert str(info.value) == ("layers[1] 's2': mode must be 'max', 'avg' or 'subsample', "
+                               "not 'min'")
+
+
+def test_cycles():
+    dut = PoolStage(label="p", mode="max", size=2, in_shape=(6, 28, 28), in_format=U8)
+    assert dut.cycles == 28 * 28
+    assert dut.out_shape == (6, 14, 14)
