@@ -3,8 +3,25 @@
 from amaranth.hdl import Mux, Shape, signed, unsigned
 from amaranth.utils import ceil_log2
 
-__all__ = ["format_shape", "format_range", "saturate", "requantize", "shape_of_range",
+__all__ = ["select", "format_shape", "format_range", "saturate", "requantize", "shape_of_range",
            "lut_index", "counter_shape", "rom_depth", "Activation"]
+
+
+def select(m, index, values, shape, name):
+    """Return a signal equal to ``values[index]`` (a case per value, the last as default).
+
+    Unlike ``Array(values)[index]``, the generated case statement covers every index value.
+    """
+    from amaranth.hdl import Signal
+    sig = Signal(shape, name=name)
+    values = list(values)
+    with m.Switch(index):
+        for k, value in enumerate(values[:-1]):
+            with m.Case(k):
+                m.d.comb += sig.eq(value)
+        with m.Default():
+            m.d.comb += sig.eq(values[-1])
+    return sig
 
 
 def counter_shape(n):
@@ -118,11 +135,11 @@ class Activation:
         return Memory(shape=format_shape(self.out_format), depth=len(self.table),
                       init=self.table)
 
-    def apply(self, m, acc, channel_shifts, select, lut):
-        """Return the output code of ``acc``.
+    def requantize(self, m, acc, channel_shifts, select):
+        """Return the requantized (pre-activation) code of ``acc``, combinationally.
 
         ``channel_shifts[j]`` is the shift when ``select == j`` (a lane serving several channels
-        in turn); ``lut`` is the ROM from :meth:`lut_memory` (a comb read port is added).
+        in turn). Without a table this is the output code.
         """
         from amaranth.hdl import Signal
         pre = Signal(format_shape(self.pre_format))
@@ -135,8 +152,14 @@ class Activation:
                 if shift != channel_shifts[-1]:
                     with m.If(select == j):
                         m.d.comb += pre.eq(requantize(acc, shift, self.pre_format))
-        if self.table is None:
-            return pre
-        port = lut.read_port(domain="comb")
-        m.d.comb += port.addr.eq(lut_index(pre, self.pre_format["bits"]))
+        return pre
+
+    def lookup(self, m, pre, lut, en):
+        """Return the table entry of the (registered) code ``pre``, one cycle later.
+
+        Adds a synchronous read port to ``lut`` (from :meth:`lut_memory`) enabled by ``en``, so
+        the table maps to block RAM.
+        """
+        port = lut.read_port()
+        m.d.comb += [port.addr.eq(lut_index(pre, self.pre_format["bits"])), port.en.eq(en)]
         return port.data

@@ -13,7 +13,20 @@ import argparse
 import json
 from pathlib import Path
 
-from .plan import MAC_KINDS, check_folding, layer_shapes, mac_cycles, mac_geometry
+import numpy as np
+
+from .arith import format_shape
+from .mac import mac_extra_latency, mac_resources, simd_options
+from .plan import (
+    MAC_KINDS,
+    check_folding,
+    connections_of,
+    layer_shapes,
+    mac_cycles,
+    mac_geometry,
+    mac_steps,
+)
+from .pool import pool_latency
 
 __all__ = ["stage_table", "cycle_model", "derive_folding", "write_cycles_json", "load_qmodel"]
 
@@ -22,21 +35,22 @@ def _divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def _connected(layer, arrays):
-    """Return the connected input channels of each output channel of a conv layer."""
-    name = layer.get("arrays", {}).get("connections")
-    if arrays is None or name is None or name not in arrays:
-        return None
-    return [int(v) for v in arrays[name].sum(axis=1)]
+def _lut_bits(layer):
+    act = layer.get("activation", {"kind": "none"})
+    if layer.get("final", False) or act.get("kind") != "lut":
+        return 0
+    return (1 << act["in_bits"]) * format_shape(layer["out_format"]).width
 
 
 def stage_table(meta, folding=None, arrays=None):
     """Return one dict per hardware stage, input to output (as :func:`hw.plan.plan` builds them).
 
-    Each has ``name``, ``kind``, ``cycles`` (per image), ``multipliers``, ``macs`` (useful
-    multiply-accumulates per image: connected pairs only when ``arrays`` holds the connection
-    table), and for MAC stages ``pe``, ``simd``, ``fold`` and ``groups``; plus the geometry the
-    latency model needs.
+    Each has ``name``, ``kind``, ``cycles`` (per image), ``latency`` (pipeline cycles of the
+    stage, see the stage classes), ``multipliers``, ``macs`` (useful multiply-accumulates per
+    image: connected pairs only), ``dense_macs`` (as if every table were full) and
+    ``resources``; for MAC stages ``pe``, ``simd``, ``split`` and ``steps`` (per output
+    position); plus the geometry the latency model needs. A layer with a connection table needs
+    ``arrays`` (its steps depend on the table).
     """
     folding = check_folding(meta, folding)
     inp = meta["input"]
@@ -47,10 +61,12 @@ def stage_table(meta, folding=None, arrays=None):
     if first_pad:
         pad += layers[0]["padding"]
     channels = inp.get("channels", 1)
+    none = {"multipliers": 0, "memory_bits": {}}
 
     def padder(name, c, h, w, p):
         stages.append({"name": name, "kind": "pad", "cycles": (h + 2 * p) * (w + 2 * p),
-                       "multipliers": 0, "macs": 0, "in_hw": (h, w), "pad": p})
+                       "latency": 1, "multipliers": 0, "macs": 0, "dense_macs": 0,
+                       "in_hw": (h, w), "pad": p, "resources": none})
 
     if pad:
         padder("input", channels, inp["height"], inp["width"], pad)
@@ -69,26 +85,51 @@ def stage_table(meta, folding=None, arrays=None):
             _, hh, ww = in_shape
             kh, kw = kernel
             positions = (hh - kh + 1) * (ww - kw + 1)
-            connected = _connected(layer, arrays)
-            fan = (sum(connected) if connected is not None else out_channels * c) * kh * kw
+            table = connections_of(layer, arrays)
+            pairs = int(table.sum()) if table is not None else out_channels * c
+            steps = mac_steps(in_shape, kernel, out_channels, pe, simd, table)
+            lut = _lut_bits(layer) > 0
+            bias = True
+            if arrays is not None and kind != "rbf" and layer["arrays"]["bias"] in arrays:
+                bias = bool(np.any(np.asarray(arrays[layer["arrays"]["bias"]])))
+            w_format = layer["in_format"] if kind == "rbf" else layer["weight_format"]
+            resources = mac_resources(
+                in_bits=layer["in_format"]["bits"], w_bits=w_format["bits"],
+                acc_bits=layer["acc_bits"], in_shape=in_shape, kernel=kernel,
+                out_channels=out_channels, pe=pe, simd=simd, rom_rows=steps,
+                bias=kind != "rbf" and bias, lut_bits=_lut_bits(layer))
             stages.append({
                 "name": layer["name"], "kind": kind,
-                "cycles": mac_cycles(in_shape, kernel, out_channels, pe, simd),
-                "multipliers": pe * simd, "macs": positions * fan,
-                "pe": pe, "simd": simd, "groups": out_channels // pe,
-                "fold": kh * kw * c // simd,
+                "cycles": mac_cycles(in_shape, kernel, out_channels, pe, simd, table),
+                "latency": mac_extra_latency(simd, lut),
+                "multipliers": pe * simd, "macs": positions * pairs * kh * kw,
+                "dense_macs": positions * out_channels * c * kh * kw,
+                "pe": pe, "simd": simd, "groups": out_channels // pe, "steps": steps,
+                "split": dict(zip(("c_block", "t", "r"),
+                                  simd_options(c, kh, kw)[simd], strict=True)),
                 "in_shape": in_shape, "kernel": kernel, "out_hw": (hh - kh + 1, ww - kw + 1),
+                "resources": resources,
             })
         elif kind in ("pool", "subsample"):
             s = layer["size"]
+            lut = _lut_bits(layer) if kind == "subsample" else 0
+            mode = "subsample" if kind == "subsample" else layer["mode"]
+            in_bits = layer["in_format"]["bits"]
+            part = in_bits if mode == "max" else in_bits + (s * s - 1).bit_length() + 1
             stages.append({"name": layer["name"], "kind": kind, "cycles": h * w,
+                           "latency": pool_latency(mode, lut > 0),
                            "multipliers": c if kind == "subsample" else 0, "macs": 0,
-                           "in_shape": (c, h, w), "size": s})
+                           "dense_macs": 0, "in_shape": (c, h, w), "size": s,
+                           "resources": {"multipliers": c if kind == "subsample" else 0,
+                                         "memory_bits": {"partial": max(w // s, 2) * c * part,
+                                                         "lut": lut}}})
         else:
             raise ValueError(f"layers[{index}] {layer['name']!r}: layer kind {kind!r} has no "
                              f"hardware stage")
-    stages.append({"name": "output", "kind": "classify", "cycles": 1, "multipliers": 0,
-                   "macs": 0})
+    classes = layers[-1]["out_features"]
+    stages.append({"name": "output", "kind": "classify", "cycles": classes + 1,
+                   "latency": classes, "multipliers": 0, "macs": 0, "dense_macs": 0,
+                   "resources": none})
     return stages
 
 
@@ -115,7 +156,7 @@ def _latency(stages, meta):
             _, hh, ww = st["in_shape"]
             kh, _ = st["kernel"]
             oh, ow = st["out_hw"]
-            steps = st["groups"] * st["fold"]
+            steps = st["steps"]
             accepted, t = [], -1
             for v in times:
                 t = max(t + 1, v)
@@ -125,7 +166,7 @@ def _latency(stages, meta):
             for ro in range(oh):
                 for _ in range(ow):
                     start = max(start + steps, row_ready[ro + kh - 1])
-                    out.append(start + steps + 2)
+                    out.append(start + steps + st["latency"])
             times = out
         elif kind in ("pool", "subsample"):
             _, h, w = st["in_shape"]
@@ -134,38 +175,52 @@ def _latency(stages, meta):
             for v in times:
                 t = max(t + 1, v)
                 accepted.append(t)
-            times = [accepted[(r * s + s - 1) * w + c * s + s - 1] + 2
+            times = [accepted[(r * s + s - 1) * w + c * s + s - 1] + st["latency"]
                      for r in range(h // s) for c in range(w // s)]
         else:
-            times = [times[-1] + 1]
+            times = [times[-1] + st["latency"]]
     return times[-1]
 
 
 def cycle_model(meta, folding=None, arrays=None):
-    """Return ``{"cycles_per_image", "latency_cycles", "multipliers", "macs", "stages"}``.
+    """Return the cycle model of the accelerator of ``meta`` with ``folding``.
 
-    ``multipliers`` counts the PE × SIMD arrays plus the per-channel coefficient multipliers of
-    subsampling stages. ``macs`` counts the useful MACs of one image (conv, dense, rbf).
+    ``{"cycles_per_image", "latency_cycles", "multipliers", "macs", "dense_macs",
+    "memory_bits", "stages"}``: ``multipliers`` counts the PE × SIMD arrays plus the
+    per-channel coefficient multipliers of subsampling stages; ``macs`` the useful MACs of one
+    image (conv, dense, rbf; connected pairs only), ``dense_macs`` the same with every
+    connection table full; ``memory_bits`` the total per kind (``ring``, ``weights``, ``bias``,
+    ``lut``, ``partial``). Each stage lists ``name``, ``kind``, ``cycles``, ``latency``,
+    ``multipliers``, ``macs``, ``resources`` (and ``pe``, ``simd``, ``split``, ``steps`` for
+    MAC stages). ``arrays`` is needed when a layer has a connection table.
     """
     stages = stage_table(meta, folding, arrays)
-    public = [{k: v for k, v in st.items()
-               if k in ("name", "kind", "cycles", "multipliers", "macs", "pe", "simd")}
-              for st in stages]
+    keys = ("name", "kind", "cycles", "latency", "multipliers", "macs", "pe", "simd", "split",
+            "steps", "resources")
+    public = [{k: v for k, v in st.items() if k in keys} for st in stages]
+    memory = {}
+    for st in stages:
+        for kind, bits in st["resources"]["memory_bits"].items():
+            memory[kind] = memory.get(kind, 0) + bits
     return {
         "cycles_per_image": max(st["cycles"] for st in stages),
         "latency_cycles": _latency(stages, meta),
         "multipliers": sum(st["multipliers"] for st in stages),
         "macs": sum(st["macs"] for st in stages),
+        "dense_macs": sum(st["dense_macs"] for st in stages),
+        "memory_bits": memory,
         "stages": public,
     }
 
 
-def derive_folding(meta, target_cycles):
+def derive_folding(meta, target_cycles, arrays=None):
     """Return the folding with the fewest multipliers whose cycles per image meet the target.
 
     Each MAC layer gets the ``(pe, simd)`` with the smallest ``pe·simd`` whose stage needs at
-    most ``target_cycles`` (ties: fewer cycles, then smaller ``pe``). Raises
-    :class:`ValueError` naming the stage when no folding reaches the target.
+    most ``target_cycles`` (ties: fewer cycles, then smaller ``pe``); ``simd`` ranges over
+    every split of the window (:func:`hw.mac.simd_options`). The stages are independent, so
+    this minimizes the total. ``arrays`` is needed when a layer has a connection table.
+    Raises :class:`ValueError` naming the stage when no folding reaches the target.
     """
     if not isinstance(target_cycles, int) or isinstance(target_cycles, bool) \
             or target_cycles < 1:
@@ -176,22 +231,25 @@ def derive_folding(meta, target_cycles):
         if layer["kind"] not in MAC_KINDS:
             continue
         in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
+        table = connections_of(layer, arrays)
+        options = simd_options(in_shape[0], *kernel)
         best = None
         for pe in _divisors(out_channels):
-            for simd in _divisors(in_shape[0]):
-                cycles = mac_cycles(in_shape, kernel, out_channels, pe, simd)
+            for simd in options:
+                cycles = mac_cycles(in_shape, kernel, out_channels, pe, simd, table)
                 if cycles > target_cycles:
                     continue
                 key = (pe * simd, cycles, pe)
                 if best is None or key < best[0]:
                     best = (key, {"pe": pe, "simd": simd})
         if best is None:
-            fastest = mac_cycles(in_shape, kernel, out_channels, out_channels, in_shape[0])
+            fastest = mac_cycles(in_shape, kernel, out_channels, out_channels, max(options),
+                                 table)
             raise ValueError(f"layers[{index}] {layer['name']!r}: no folding reaches "
                              f"{target_cycles} cycles per image; fully parallel it needs "
                              f"{fastest}; raise the target")
         folding.append(best[1])
-    for st in stage_table(meta, folding):
+    for st in stage_table(meta, folding, arrays):
         if st["cycles"] > target_cycles:
             raise ValueError(f"stage {st['name']!r} ({st['kind']}) needs {st['cycles']} cycles "
                              f"per image whatever the folding; raise the target to at least "
@@ -217,7 +275,6 @@ def load_qmodel(json_path):
         model = golden.IntegerModel.from_files(json_path, npz_path)
         return model.meta, model.arrays
     except ImportError:                                      # pragma: no cover
-        import numpy as np
         with np.load(npz_path, allow_pickle=False) as archive:
             return meta, {key: archive[key] for key in meta["arrays"]}
 
@@ -231,7 +288,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     meta, arrays = load_qmodel(args.qmodel)
     if args.target_cycles:
-        folding = derive_folding(meta, args.target_cycles)
+        folding = derive_folding(meta, args.target_cycles, arrays)
     else:
         folding = _load_folding(args.folding)
     model = cycle_model(meta, folding, arrays)

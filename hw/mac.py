@@ -5,10 +5,20 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-from .arith import counter_shape, format_range, format_shape, rom_depth
+from .arith import counter_shape, format_range, format_shape, rom_depth, select
 
-__all__ = ["MacStage", "tree_sum"]
+__all__ = ["MacStage", "tree_sum", "simd_split", "simd_options", "group_steps", "tree_stages",
+           "mac_extra_latency", "TREE_FANIN", "LARGE_MEMORY_BITS"]
+
+#: Terms summed in one pipeline stage of the adder tree (3 adder levels).
+TREE_FANIN = 8
+
+#: Weight memories of at least this many bits are flagged ``large`` in :meth:`resources`
+#: (candidates for iCE40 SPRAM / UltraRAM; each lane's weights are one memory with one
+#: synchronous read port, so a platform can map them one by one).
+LARGE_MEMORY_BITS = 16 * 1024
 
 
 def tree_sum(values):
@@ -18,6 +28,70 @@ def tree_sum(values):
         values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
                   for i in range(0, len(values), 2)]
     return values[0]
+
+
+def tree_stages(simd):
+    """Return the registered stages of the adder tree of ``simd`` products.
+
+    Each stage sums groups of :data:`TREE_FANIN` terms; the last (at most ``TREE_FANIN``
+    terms) is summed in the accumulate cycle.
+    """
+    n, stages = simd, 0
+    while n > TREE_FANIN:
+        n = -(-n // TREE_FANIN)
+        stages += 1
+    return stages
+
+
+def mac_extra_latency(simd, lut):
+    """Return the pipeline cycles a :class:`MacStage` adds after its last step's issue.
+
+    The result of a position is valid ``steps + 4 + tree_stages(simd) (+ 2 with a LUT)``
+    cycles after its first step is issued (see :class:`MacStage`).
+    """
+    return 4 + tree_stages(simd) + (2 if lut else 0)
+
+
+def simd_options(channels, kh, kw):
+    """Return ``{simd: (c_block, t, r)}`` of every SIMD a window of ``kh·kw·channels`` takes.
+
+    ``simd = c_block · t · r`` with ``c_block | channels`` (channels of one position),
+    ``t | kw`` (consecutive taps of a window row) and ``r | kh`` (window rows); every divisor of
+    ``kh·kw·channels`` splits so (prime by prime). When several
+    splits give the same ``simd`` the one with the largest ``c_block``, then ``t``, is used
+    (fewest memory banks).
+    """
+    options = {}
+    for c in _divisors(channels):
+        for t in _divisors(kw):
+            for r in _divisors(kh):
+                simd = c * t * r
+                if simd not in options or (c, t) > options[simd][:2]:
+                    options[simd] = (c, t, r)
+    return dict(sorted(options.items()))
+
+
+def simd_split(channels, kh, kw, simd):
+    """Return the ``(c_block, t, r)`` split of ``simd`` (see :func:`simd_options`) or None."""
+    return simd_options(channels, kh, kw).get(simd)
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def group_steps(connections, out_channels, channels, pe, c_block):
+    """Return, per group of ``pe`` output channels, the channel blocks its steps visit.
+
+    A block of ``c_block`` input channels is visited when at least one output channel of
+    the group is connected to one of its channels (``connections[o, c]``, None: all are).
+    """
+    blocks = channels // c_block
+    if connections is None:
+        return [list(range(blocks)) for _ in range(out_channels // pe)]
+    conn = np.asarray(connections).reshape(out_channels, blocks, c_block).any(axis=2)
+    return [[b for b in range(blocks) if conn[g * pe:(g + 1) * pe, b].any()]
+            for g in range(out_channels // pe)]
 
 
 def _check_int(label, what, value, minimum=1):
@@ -31,15 +105,28 @@ class MacStage(wiring.Component):
 
     A window of ``kernel = (kh, kw)`` positions slides over the ``(channels, height, width)``
     input with stride 1 (a dense layer is the window that covers its whole input, so it computes
-    one output position per image). The input is kept in a ring of ``2 kh`` rows in a
-    :class:`~amaranth.lib.memory.Memory`, so the next image's first rows stream in while the last
-    output row is computed. Each cycle ``pe`` output channels × ``simd`` input channels are
-    multiplied (``op="mul"``: ``w·x``; ``op="sqdiff"``: ``(x - w)²``) and accumulated; after the
-    ``kh·kw·channels/simd`` steps of a group of ``pe`` channels the accumulators get the bias,
-    requantization and activation (or, for a ``final`` layer, leave raw).
+    one output position per image). Each cycle ``pe`` output channels × ``simd`` window
+    elements are multiplied (``op="mul"``: ``w·x``; ``op="sqdiff"``: ``(x - w)²``) and
+    accumulated; ``simd = c_block·t·r`` (:func:`simd_split`) takes ``c_block`` channels of
+    ``t`` consecutive taps of ``r`` window rows, and the steps walk the window in
+    ``(ky, kx, channel block)`` order. After the steps of a group of ``pe`` output channels the
+    accumulators get the bias, requantization and activation (or, for a ``final`` layer, leave
+    raw). With a connection table the steps of a group visit only the channel blocks connected
+    to one of its outputs.
+
+    The input is kept in a ring of ``2 kh`` rows, banked ``r × t`` ways (ring row ``s`` in bank
+    row ``s mod r``, column ``x`` in bank column ``x mod t``) so a step reads ``r·t`` distinct
+    memories, each with one synchronous read port; the next image's first rows stream in while
+    the last output row is computed.
+
+    Pipeline (all registers advance together; a full output freezes them): issue → ring and
+    weight reads → window mux → multiply → ``tree_stages(simd)`` adder stages → accumulate →
+    requantize (→ registered LUT index → synchronous LUT read) → output register with a skid
+    buffer, so no ready signal crosses the stage combinationally.
 
     Cycles per image, fed and drained without stalls:
-    ``max(height·width, out_h·out_w · (out_channels/pe) · (kh·kw·channels/simd))``.
+    ``max(height·width, out_h·out_w · Σ_groups steps)``, ``steps = (kh/r)(kw/t)·blocks`` of
+    the group.
 
     Parameters
     ----------
@@ -59,7 +146,12 @@ class MacStage(wiring.Component):
         Requantization and activation; ``None`` for a final layer (scores are the accumulators).
     op : ``"mul"`` or ``"sqdiff"``
     pe, simd : int
-        Folding: ``pe`` must divide ``out_channels`` and ``simd`` must divide ``channels``.
+        Folding: ``pe`` must divide ``out_channels``; ``simd`` must divide the window length
+        ``kh·kw·channels`` as ``c_block·t·r`` (:func:`simd_options`).
+    connections : array ``[out_channels, channels]`` of 0/1, or None
+        Connection table; unconnected pairs must have zero weights.
+    dense : bool
+        Name the window ``in_features`` in messages (a dense layer).
 
     Members
     -------
@@ -67,7 +159,7 @@ class MacStage(wiring.Component):
     o : ``Out(stream.Signature(ArrayLayout(out code, out_channels)))``
     """
     def __init__(self, *, label, in_shape, in_format, weight_format, weight, bias, acc_bits,
-                 activation, op="mul", pe=1, simd=1):
+                 activation, op="mul", pe=1, simd=1, connections=None, dense=False):
         weight = np.asarray(weight, dtype=np.int64)
         if weight.ndim != 4:
             raise ValueError(f"{label}: weight must have 4 dimensions [O, C, kh, kw], "
@@ -85,8 +177,9 @@ class MacStage(wiring.Component):
         _check_int(label, "acc_bits", acc_bits, 2)
         if out_channels % pe:
             raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
-        if channels % simd:
-            raise ValueError(f"{label}: simd={simd} does not divide in_channels={channels}")
+        message = simd_error(label, channels, kh, kw, simd, dense=dense)
+        if message:
+            raise ValueError(message)
         if op not in ("mul", "sqdiff"):
             raise ValueError(f"{label}: op must be 'mul' or 'sqdiff', not {op!r}")
         lo, hi = format_range(weight_format)
@@ -100,6 +193,14 @@ class MacStage(wiring.Component):
                              f"not {bias.shape[0]}")
         if activation is not None and len(activation.shifts) != out_channels:
             raise ValueError(f"{label}: acc_frac must have {out_channels} entries")
+        if connections is not None:
+            connections = np.asarray(connections, dtype=np.int64)
+            if connections.shape != (out_channels, channels):
+                raise ValueError(f"{label}: connections must have shape "
+                                 f"{(out_channels, channels)}, not {connections.shape}")
+            if np.any(weight[connections == 0]):
+                raise ValueError(f"{label}: nonzero weights of unconnected (output, input) "
+                                 f"pairs would be skipped")
         self._label = label
         self._in_shape = (channels, height, width)
         self._kernel = (kh, kw)
@@ -113,6 +214,8 @@ class MacStage(wiring.Component):
         self._op = op
         self._pe = pe
         self._simd = simd
+        self._split = simd_split(channels, kh, kw, simd)
+        self._steps = group_steps(connections, out_channels, channels, pe, self._split[0])
         if activation is None:
             out_code = signed(acc_bits)
         else:
@@ -131,6 +234,11 @@ class MacStage(wiring.Component):
     acc_bits = property(lambda self: self._acc_bits)
 
     @property
+    def split(self):
+        """``(c_block, t, r)``: channels, row taps and rows of the window read per step."""
+        return self._split
+
+    @property
     def out_shape(self):
         """``(out_channels, out_h, out_w)`` of the output stream."""
         _, h, w = self._in_shape
@@ -139,7 +247,7 @@ class MacStage(wiring.Component):
 
     @property
     def fold(self):
-        """MAC steps per group of ``pe`` output channels."""
+        """MAC steps of a group of ``pe`` output channels with a full connection table."""
         kh, kw = self._kernel
         return kh * kw * self._in_shape[0] // self._simd
 
@@ -149,24 +257,51 @@ class MacStage(wiring.Component):
         return self._out_channels // self._pe
 
     @property
+    def steps(self):
+        """MAC steps of one output position (all groups; fewer with a sparse table)."""
+        c_block, t, r = self._split
+        kh, kw = self._kernel
+        return (kh // r) * (kw // t) * sum(len(blocks) for blocks in self._steps)
+
+    @property
+    def latency(self):
+        """Cycles from a position's first issued step to its output being valid, minus steps."""
+        lut = self._activation is not None and self._activation.table is not None
+        return mac_extra_latency(self._simd, lut)
+
+    @property
     def cycles(self):
         """Cycles per image when fed and drained without stalls."""
         _, h, w = self._in_shape
         _, ho, wo = self.out_shape
-        return max(h * w, ho * wo * self.groups * self.fold)
+        return max(h * w, ho * wo * self.steps)
+
+    def resources(self):
+        """Return the stage's memories and multipliers (see :func:`mac_resources`)."""
+        c, h, w = self._in_shape
+        table = None if self._activation is None else self._activation.table
+        return mac_resources(
+            in_bits=format_shape(self._in_format).width,
+            w_bits=format_shape(self._weight_format).width, acc_bits=self._acc_bits,
+            in_shape=self._in_shape, kernel=self._kernel, out_channels=self._out_channels,
+            pe=self._pe, simd=self._simd, rom_rows=len(self._weight_init(0)),
+            bias=bool(np.any(self._bias)),
+            lut_bits=0 if table is None else len(table) * format_shape(
+                self._activation.out_format).width)
 
     def _weight_init(self, lane):
         kh, kw = self._kernel
-        blocks = self._in_shape[0] // self._simd
+        c_block, t, r = self._split
         rows = []
-        for g in range(self.groups):
+        for g, blocks in enumerate(self._steps):
             o = g * self._pe + lane
-            for ky in range(kh):
-                for kx in range(kw):
-                    for cb in range(blocks):
-                        rows.append([int(v) for v in
-                                     self._weight[o, cb * self._simd:(cb + 1) * self._simd,
-                                                  ky, kx]])
+            for kyb in range(kh // r):
+                for kxb in range(kw // t):
+                    for cb in blocks:
+                        rows.append([int(self._weight[o, cb * c_block + s, kyb * r + i,
+                                                      kxb * t + j])
+                                     for i in range(r) for j in range(t)
+                                     for s in range(c_block)])
         return rows
 
     def elaborate(self, platform):
@@ -175,59 +310,114 @@ class MacStage(wiring.Component):
         kh, kw = self._kernel
         _, out_h, out_w = self.out_shape
         pe, simd, groups = self._pe, self._simd, self.groups
-        blocks = channels // simd
+        c_block, t, r = self._split
+        blocks = channels // c_block
+        kyb_n, kxb_n = kh // r, kw // t
         ring_rows = 2 * kh
-        depth = ring_rows * width
+        bank_rows = ring_rows // r                          # ring rows per bank row
+        bank_cols = -(-width // t)                          # columns per bank column
+        col_bits = ceil_log2(bank_cols)
+        bank_depth = bank_rows << col_bits
         in_code = format_shape(self._in_format)
         w_code = format_shape(self._weight_format)
+        word = data.ArrayLayout(in_code, channels)
 
-        # Line buffer ring: writer side.
-        m.submodules.ring = ring = Memory(shape=data.ArrayLayout(in_code, channels),
-                                          depth=depth, init=[])
-        wr = ring.write_port()
-        rd = ring.read_port()
-        wr_addr = Signal(counter_shape(depth))
+        # Line buffer ring, r × t banks: writer side.
         wr_col = Signal(counter_shape(width))
-        filled = Signal(counter_shape(ring_rows + 1))    # complete rows from the window's base row
-        m.d.comb += [
-            self.i.ready.eq(filled < ring_rows),
-            wr.addr.eq(wr_addr),
-            wr.data.eq(self.i.payload),
-            wr.en.eq(self.i.valid & self.i.ready),
-        ]
+        wc_q = Signal(counter_shape(bank_cols))             # column // t
+        wc_m = Signal(counter_shape(t))                     # column % t
+        ws_q = Signal(counter_shape(bank_rows))             # ring row // r
+        ws_m = Signal(counter_shape(r))                     # ring row % r
+        filled = Signal(counter_shape(ring_rows + 1))       # complete rows from the base row
+        accept = Signal()
+        m.d.comb += [self.i.ready.eq(filled < ring_rows), accept.eq(self.i.valid & self.i.ready)]
         row_written = Signal()
-        with m.If(wr.en):
-            m.d.sync += wr_addr.eq(Mux(wr_addr == depth - 1, 0, wr_addr + 1))
-            m.d.sync += wr_col.eq(Mux(wr_col == width - 1, 0, wr_col + 1))
-            m.d.comb += row_written.eq(wr_col == width - 1)
+        with m.If(accept):
+            with m.If(wr_col == width - 1):
+                m.d.comb += row_written.eq(1)
+                m.d.sync += [wr_col.eq(0), wc_q.eq(0), wc_m.eq(0)]
+                with m.If(ws_m == r - 1):
+                    m.d.sync += [ws_m.eq(0), ws_q.eq(Mux(ws_q == bank_rows - 1, 0, ws_q + 1))]
+                with m.Else():
+                    m.d.sync += ws_m.eq(ws_m + 1)
+            with m.Else():
+                m.d.sync += wr_col.eq(wr_col + 1)
+                with m.If(wc_m == t - 1):
+                    m.d.sync += [wc_m.eq(0), wc_q.eq(wc_q + 1)]
+                with m.Else():
+                    m.d.sync += wc_m.eq(wc_m + 1)
+        banks = [[None] * t for _ in range(r)]
+        for i in range(r):
+            for j in range(t):
+                mem = Memory(shape=word, depth=bank_depth, init=[])
+                m.submodules[f"ring_{i}_{j}"] = mem
+                wr = mem.write_port()
+                m.d.comb += [
+                    wr.addr.eq(Cat(wc_q[:col_bits], ws_q) if col_bits else ws_q),
+                    wr.data.eq(self.i.payload),
+                    wr.en.eq(accept & (ws_m == i) & (wc_m == j)),
+                ]
+                banks[i][j] = mem.read_port()
 
-        # Issue stage (S0): window counters and addresses.
+        # Issue stage (P0): window counters and addresses.
         adv = Signal()
+        co_q = Signal(counter_shape(out_w))                 # output column // t
+        co_m = Signal(counter_shape(t))                     # output column % t
         co = Signal(counter_shape(out_w))
         ro = Signal(counter_shape(out_h))
         g = Signal(counter_shape(groups))
-        ky = Signal(counter_shape(kh))
-        kx = Signal(counter_shape(kw))
-        cb = Signal(counter_shape(blocks))
-        ky_w = Signal(counter_shape(kh * width))          # ky · width
-        wa = Signal(counter_shape(groups * self.fold))     # weight ROM address
-        base = Signal(counter_shape(depth))                # ring address of the window's first row
+        kyb = Signal(counter_shape(kyb_n))
+        kxb = Signal(counter_shape(kxb_n))
+        base_q = Signal(counter_shape(bank_rows))           # window's first ring row // r
+        base_m = Signal(counter_shape(r))                   # window's first ring row % r
+        wa = Signal(counter_shape(len(self._weight_init(0))))   # weight ROM address
         can = Signal()
         issue = Signal()
         m.d.comb += [can.eq(filled >= kh), issue.eq(can & adv)]
+
+        # Channel blocks of the current group: a counter, or a table for a sparse layer.
+        full = all(bl == list(range(blocks)) for bl in self._steps)
+        cb = Signal(counter_shape(blocks))
+        cb_last = Signal()
+        cb_first = Signal()
+        if full:
+            m.d.comb += [cb_last.eq(cb == blocks - 1), cb_first.eq(cb == 0)]
+            cb_value = cb
+        else:
+            table = [b for bl in self._steps for b in bl]
+            lasts = [int(k == len(bl) - 1) for bl in self._steps for k in range(len(bl))]
+            firsts = [int(k == 0) for bl in self._steps for k in range(len(bl))]
+            cp = Signal(counter_shape(len(table)))
+            cp_start = Signal(counter_shape(len(table)))
+            cb_value = Signal(counter_shape(blocks))
+            m.d.comb += [
+                cb_value.eq(select(m, cp, table, counter_shape(blocks), "cb_table")),
+                cb_last.eq(select(m, cp, lasts, 1, "cb_last_table")),
+                cb_first.eq(select(m, cp, firsts, 1, "cb_first_table")),
+            ]
+        step_first = Signal()
         step_last = Signal()
         group_last = Signal()
         row_last = Signal()
         image_last = Signal()
         m.d.comb += [
-            step_last.eq((cb == blocks - 1) & (kx == kw - 1) & (ky == kh - 1)),
+            step_first.eq(cb_first & (kxb == 0) & (kyb == 0)),
+            step_last.eq(cb_last & (kxb == kxb_n - 1) & (kyb == kyb_n - 1)),
             group_last.eq(step_last & (g == groups - 1)),
             row_last.eq(group_last & (co == out_w - 1)),
             image_last.eq(row_last & (ro == out_h - 1)),
         ]
-        raw_addr = Signal(counter_shape(2 * depth))
-        m.d.comb += raw_addr.eq(base + ky_w + co + kx)
-        m.d.comb += rd.addr.eq(Mux(raw_addr >= depth, raw_addr - depth, raw_addr))
+        for i in range(r):
+            row = Signal(counter_shape(2 * bank_rows), name=f"rd_row{i}")
+            m.d.comb += row.eq(base_q + kyb + (base_m > i))
+            row_w = Signal(counter_shape(bank_rows), name=f"rd_row_w{i}")
+            m.d.comb += row_w.eq(Mux(row >= bank_rows, row - bank_rows, row))
+            for j in range(t):
+                col = Signal(counter_shape(bank_cols), name=f"rd_col{i}_{j}")
+                m.d.comb += col.eq(co_q + kxb + (co_m > j))
+                port = banks[i][j]
+                m.d.comb += [port.addr.eq(Cat(col[:col_bits], row_w) if col_bits else row_w),
+                             port.en.eq(adv)]
 
         release = Signal(counter_shape(kh + 1))
         with m.If(issue & row_last):
@@ -236,32 +426,95 @@ class MacStage(wiring.Component):
 
         with m.If(issue):
             m.d.sync += wa.eq(Mux(group_last, 0, wa + 1))
-            with m.If(cb != blocks - 1):
-                m.d.sync += cb.eq(cb + 1)
-            with m.Else():
-                m.d.sync += cb.eq(0)
-                with m.If(kx != kw - 1):
-                    m.d.sync += kx.eq(kx + 1)
+            if not full:
+                with m.If(~cb_last):
+                    m.d.sync += cp.eq(cp + 1)
+                with m.Elif(~step_last):
+                    m.d.sync += cp.eq(cp_start)
+                with m.Elif(g != groups - 1):
+                    m.d.sync += [cp.eq(cp + 1), cp_start.eq(cp + 1)]
                 with m.Else():
-                    m.d.sync += kx.eq(0)
-                    with m.If(ky != kh - 1):
-                        m.d.sync += [ky.eq(ky + 1), ky_w.eq(ky_w + width)]
+                    m.d.sync += [cp.eq(0), cp_start.eq(0)]
+            with m.If(~cb_last):
+                if full:
+                    m.d.sync += cb.eq(cb + 1)
+            with m.Else():
+                if full:
+                    m.d.sync += cb.eq(0)
+                with m.If(kxb != kxb_n - 1):
+                    m.d.sync += kxb.eq(kxb + 1)
+                with m.Else():
+                    m.d.sync += kxb.eq(0)
+                    with m.If(kyb != kyb_n - 1):
+                        m.d.sync += kyb.eq(kyb + 1)
                     with m.Else():
-                        m.d.sync += [ky.eq(0), ky_w.eq(0)]
+                        m.d.sync += kyb.eq(0)
                         with m.If(g != groups - 1):
                             m.d.sync += g.eq(g + 1)
                         with m.Else():
                             m.d.sync += g.eq(0)
                             with m.If(co != out_w - 1):
                                 m.d.sync += co.eq(co + 1)
+                                with m.If(co_m == t - 1):
+                                    m.d.sync += [co_m.eq(0), co_q.eq(co_q + 1)]
+                                with m.Else():
+                                    m.d.sync += co_m.eq(co_m + 1)
                             with m.Else():
-                                m.d.sync += co.eq(0)
-                                step = Mux(image_last, kh * width, width)
-                                nxt = base + step
-                                m.d.sync += base.eq(Mux(nxt >= depth, nxt - depth, nxt))
+                                m.d.sync += [co.eq(0), co_q.eq(0), co_m.eq(0)]
                                 m.d.sync += ro.eq(Mux(ro == out_h - 1, 0, ro + 1))
+                                # Next row: one ring row on; next image: kh rows (= kh/r
+                                # bank rows) on.
+                                with m.If(image_last):
+                                    nxt = base_q + kyb_n
+                                    m.d.sync += base_q.eq(Mux(nxt >= bank_rows,
+                                                              nxt - bank_rows, nxt))
+                                with m.Elif(base_m == r - 1):
+                                    m.d.sync += [base_m.eq(0),
+                                                 base_q.eq(Mux(base_q == bank_rows - 1, 0,
+                                                               base_q + 1))]
+                                with m.Else():
+                                    m.d.sync += base_m.eq(base_m + 1)
 
-        # Weight and bias ROMs, one per PE lane, read in S0, data in S1.
+        def stage(fields, name):
+            regs = {}
+            for key, value in fields.items():
+                reg = Signal.like(value, name=f"{name}_{key}")
+                with m.If(adv):
+                    m.d.sync += reg.eq(value)
+                regs[key] = reg
+            return regs
+
+        # P1: ring words (and the weight address) registered; select the window elements.
+        p1 = stage({"valid": issue, "first": step_first, "last": step_last, "g": g,
+                    "cb": cb_value, "rm": base_m, "cm": co_m, "wa": wa}, "p1")
+        bank_sel = [[None] * t for _ in range(r)]
+        for i in range(r):
+            for j in range(t):
+                flat = banks[i][j].data.as_value()
+                width_c = c_block * in_code.width
+                part = flat[:width_c] if blocks == 1 else flat.word_select(p1["cb"], width_c)
+                bank_sel[i][j] = part
+        x_regs = []
+        for i in range(r):
+            ri = i if r == 1 else Signal(counter_shape(r), name=f"rot_r{i}")
+            if r > 1:
+                m.d.comb += ri.eq(Mux(p1["rm"] + i >= r, p1["rm"] + i - r, p1["rm"] + i))
+            for j in range(t):
+                cj = j if t == 1 else Signal(counter_shape(t), name=f"rot_c{i}_{j}")
+                if t > 1:
+                    m.d.comb += cj.eq(Mux(p1["cm"] + j >= t, p1["cm"] + j - t, p1["cm"] + j))
+                lane_shape = c_block * in_code.width
+                rows = [select(m, cj, bank_sel[ii], lane_shape, f"rot{i}_{j}_{ii}") if t > 1
+                        else bank_sel[ii][0] for ii in range(r)]
+                lane = select(m, ri, rows, lane_shape, f"lane{i}_{j}") if r > 1 else rows[0]
+                view = data.View(data.ArrayLayout(in_code, c_block), lane)
+                for s in range(c_block):
+                    x = Signal(in_code, name=f"x{i}_{j}_{s}")
+                    with m.If(adv):
+                        m.d.sync += x.eq(view[s])
+                    x_regs.append(x)
+
+        # Weight ROMs, one per PE lane (one synchronous read port each), read in P1.
         w_ports = []
         for lane in range(pe):
             init = self._weight_init(lane)
@@ -269,8 +522,47 @@ class MacStage(wiring.Component):
                          init=init)
             m.submodules[f"weights_{lane}"] = rom
             port = rom.read_port()
-            m.d.comb += [port.addr.eq(wa), port.en.eq(adv)]
+            m.d.comb += [port.addr.eq(p1["wa"]), port.en.eq(adv)]
             w_ports.append(port)
+
+        # P2: window elements and weights; multiply into registers (P3).
+        p2 = stage({k: p1[k] for k in ("valid", "first", "last", "g")}, "p2")
+
+        def widen(v, shape):
+            return v.as_signed() if shape.signed else Cat(v, Const(0, 1)).as_signed()
+
+        terms = []
+        for p in range(pe):
+            lane_terms = []
+            for s in range(simd):
+                w = w_ports[p].data[s]
+                if self._op == "mul":
+                    product = w * x_regs[s]
+                else:
+                    diff = widen(x_regs[s], in_code) - widen(w, w_code)
+                    product = diff * diff
+                reg = Signal.like(product, name=f"prod{p}_{s}")
+                with m.If(adv):
+                    m.d.sync += reg.eq(product)
+                lane_terms.append(reg)
+            terms.append(lane_terms)
+        prev, ctl = p2, stage(p2, "p3")
+        for level in range(tree_stages(simd)):
+            nxt = []
+            for p in range(pe):
+                sums = []
+                for k in range(0, len(terms[p]), TREE_FANIN):
+                    value = tree_sum(terms[p][k:k + TREE_FANIN])
+                    reg = Signal.like(value, name=f"tree{level}_{p}_{k // TREE_FANIN}")
+                    with m.If(adv):
+                        m.d.sync += reg.eq(value)
+                    sums.append(reg)
+                nxt.append(sums)
+            terms = nxt
+            prev, ctl = ctl, stage(ctl, f"t{level}")
+
+        # Accumulate, in the cycle the last tree terms are valid (the bias ROM is read one
+        # cycle earlier, on the group in flight).
         acc_shape = signed(self._acc_bits)
         if np.any(self._bias):
             bias_rom = Memory(shape=data.ArrayLayout(acc_shape, pe), depth=rom_depth(groups),
@@ -278,84 +570,113 @@ class MacStage(wiring.Component):
                                     for gg in range(groups)])
             m.submodules.bias = bias_rom
             bias_port = bias_rom.read_port()
-            m.d.comb += [bias_port.addr.eq(g), bias_port.en.eq(adv)]
+            m.d.comb += [bias_port.addr.eq(prev["g"]), bias_port.en.eq(adv)]
             bias_of = [bias_port.data[p] for p in range(pe)]
         else:
             bias_of = [Const(0, acc_shape) for _ in range(pe)]
-        m.d.comb += rd.en.eq(adv)
-
-        # S1: multiply and accumulate.
-        s1_valid = Signal()
-        s1_first = Signal()
-        s1_last = Signal()
-        s1_g = Signal(counter_shape(groups))
-        s1_cb = Signal(counter_shape(blocks))
-        with m.If(adv):
-            m.d.sync += [
-                s1_valid.eq(issue),
-                s1_first.eq((cb == 0) & (kx == 0) & (ky == 0)),
-                s1_last.eq(step_last),
-                s1_g.eq(g),
-                s1_cb.eq(cb),
-            ]
-        x = [Signal(in_code, name=f"x{s}") for s in range(simd)]
-        if blocks == 1:
-            m.d.comb += [x[s].eq(rd.data[s]) for s in range(simd)]
-        else:
-            m.d.comb += [x[s].eq(rd.data[(blocks - 1) * simd + s]) for s in range(simd)]
-            for b in range(blocks - 1):
-                with m.If(s1_cb == b):
-                    m.d.comb += [x[s].eq(rd.data[b * simd + s]) for s in range(simd)]
-
-        def widen(v, shape):
-            return v.as_signed() if shape.signed else Cat(v, Const(0, 1)).as_signed()
-
+        pa = ctl
         acc = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
         for p in range(pe):
-            terms = []
-            for s in range(simd):
-                w = w_ports[p].data[s]
-                if self._op == "mul":
-                    terms.append(w * x[s])
-                else:
-                    diff = widen(x[s], in_code) - widen(w, w_code)
-                    terms.append(diff * diff)
-            nxt = Mux(s1_first, bias_of[p], acc[p]) + tree_sum(terms)
-            with m.If(adv & s1_valid):
+            nxt = Mux(pa["first"], bias_of[p], acc[p]) + tree_sum(terms[p])
+            with m.If(adv & pa["valid"]):
                 m.d.sync += acc[p].eq(nxt)
 
-        # S2: requantize + activation of a finished group, collect the output position.
-        s2_valid = Signal()
-        s2_g = Signal(counter_shape(groups))
-        with m.If(adv):
-            m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_g.eq(s1_g)]
+        # Requantize + activation of a finished group (acc holds it for one cycle).
+        done = stage({"valid": pa["valid"] & pa["last"], "g": pa["g"]}, "pq")
         if self._activation is None:
-            codes = acc
+            codes, res = acc, done
         else:
-            lut = self._activation.lut_memory()
-            if lut is not None:
+            act = self._activation
+            pre = [act.requantize(m, acc[p], [act.shifts[gg * pe + p] for gg in range(groups)],
+                                  done["g"]) for p in range(pe)]
+            if act.table is None:
+                codes, res = pre, done
+            else:
+                pre_regs = []
+                for p in range(pe):
+                    reg = Signal.like(pre[p], name=f"pre{p}")
+                    with m.If(adv):
+                        m.d.sync += reg.eq(pre[p])
+                    pre_regs.append(reg)
+                lut = act.lut_memory()
                 m.submodules.lut = lut
-            codes = [self._activation.apply(
-                         m, acc[p],
-                         [self._activation.shifts[gg * pe + p] for gg in range(groups)],
-                         s2_g, lut)
-                     for p in range(pe)]
-        s2_final = Signal()
-        m.d.comb += s2_final.eq(s2_valid & (s2_g == groups - 1))
-        m.d.comb += adv.eq(~(s2_final & self.o.valid & ~self.o.ready))
-        collect = [[Signal(self.o.payload.shape().elem_shape, name=f"col{gg}_{p}")
-                    for p in range(pe)] for gg in range(groups - 1)]
+                codes = [act.lookup(m, reg, lut, adv) for reg in pre_regs]
+                res = stage(stage(done, "pl"), "pd")
+
+        # Collect the groups of a position; output register with a skid buffer of one group.
+        elem = self.o.payload.shape().elem_shape
+        res_final = Signal()
+        m.d.comb += res_final.eq(res["valid"] & (res["g"] == groups - 1))
+        collect = [[Signal(elem, name=f"col{gg}_{p}") for p in range(pe)]
+                   for gg in range(groups - 1)]
         if groups > 1:
-            with m.If(adv & s2_valid & ~s2_final):
+            with m.If(adv & res["valid"] & ~res_final):
                 for gg in range(groups - 1):
-                    with m.If(s2_g == gg):
+                    with m.If(res["g"] == gg):
                         m.d.sync += [collect[gg][p].eq(codes[p]) for p in range(pe)]
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(adv & s2_final):
-            m.d.sync += self.o.valid.eq(1)
+        skid_valid = Signal()
+        skid = [Signal(elem, name=f"skid{p}") for p in range(pe)]
+        m.d.comb += adv.eq(~skid_valid)
+
+        def load(last_group):
+            stmts = [self.o.valid.eq(1)]
             for gg in range(groups):
                 for p in range(pe):
-                    src = codes[p] if gg == groups - 1 else collect[gg][p]
-                    m.d.sync += self.o.payload[gg * pe + p].eq(src)
+                    src = last_group[p] if gg == groups - 1 else collect[gg][p]
+                    stmts.append(self.o.payload[gg * pe + p].eq(src))
+            return stmts
+
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(skid_valid):
+                m.d.sync += load(skid)
+                m.d.sync += skid_valid.eq(0)
+            with m.Elif(res_final):
+                m.d.sync += load(codes)
+            with m.Else():
+                m.d.sync += self.o.valid.eq(0)
+        with m.Elif(adv & res_final):
+            m.d.sync += [skid_valid.eq(1)] + [skid[p].eq(codes[p]) for p in range(pe)]
         return m
+
+
+def simd_error(label, channels, kh, kw, simd, *, dense=False):
+    """Return the message of an invalid ``simd`` for a window, or None when it is valid."""
+    window = kh * kw * channels
+    if dense:
+        what = (f"in_features={window}" if kh * kw == 1 else
+                f"in_features={window} ({channels} channels x {kh}x{kw} positions)")
+    else:
+        what = f"the window kh·kw·C = {kh}·{kw}·{channels} = {window}"
+    if window % simd:
+        return f"{label}: simd={simd} does not divide {what}"
+    return None                 # every divisor of kh·kw·C splits as c·t·r (prime by prime)
+
+
+def mac_resources(*, in_bits, w_bits, acc_bits, in_shape, kernel, out_channels, pe, simd,
+                  rom_rows, bias, lut_bits):
+    """Return the memories and multipliers of a :class:`MacStage`.
+
+    ``{"multipliers", "memory_bits": {"ring", "weights", "bias", "lut"}, "weight_memories":
+    [{"depth", "width", "bits", "large"}] (one per PE lane), "ring_banks": {"count", "depth",
+    "width"}}``. ``large`` marks weight memories of at least :data:`LARGE_MEMORY_BITS` bits.
+    """
+    channels, _, width = in_shape
+    kh, kw = kernel
+    _, t, r = simd_split(channels, kh, kw, simd)
+    bank_depth = (2 * kh // r) << ceil_log2(-(-width // t))
+    word = channels * in_bits
+    w_depth = rom_depth(rom_rows)
+    w_width = simd * w_bits
+    lanes = [{"depth": w_depth, "width": w_width, "bits": w_depth * w_width,
+              "large": w_depth * w_width >= LARGE_MEMORY_BITS} for _ in range(pe)]
+    return {
+        "multipliers": pe * simd,
+        "memory_bits": {
+            "ring": r * t * bank_depth * word,
+            "weights": sum(lane["bits"] for lane in lanes),
+            "bias": rom_depth(out_channels // pe) * pe * acc_bits if bias else 0,
+            "lut": lut_bits,
+        },
+        "weight_memories": lanes,
+        "ring_banks": {"count": r * t, "depth": bank_depth, "width": word},
+    }

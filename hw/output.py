@@ -1,9 +1,11 @@
 """The output stage: class decision (argmax or argmin, lowest index on ties) and scores."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from .arith import select
 
 __all__ = ["ClassifyStage", "output_layout"]
 
@@ -23,6 +25,11 @@ def output_layout(num_classes, score_bits):
 
 class ClassifyStage(wiring.Component):
     """Pick the class of each score vector and emit one beat per image.
+
+    The scores are registered into the output payload, then compared one per cycle against
+    the best so far (one comparator: no long compare chain), so an image takes
+    ``num_classes`` cycles from its input beat to its output beat and the stage accepts one
+    image per ``num_classes + 1`` cycles. The input's ready is a register.
 
     Parameters
     ----------
@@ -59,26 +66,40 @@ class ClassifyStage(wiring.Component):
     @property
     def cycles(self):
         """Cycles per image when fed and drained without stalls."""
-        return 1
+        return self._num_classes + 1
+
+    @property
+    def latency(self):
+        """Cycles from the input beat being accepted to the output beat being valid."""
+        return self._num_classes
 
     def elaborate(self, platform):
         m = Module()
-        scores = [self.i.payload[k] for k in range(self._num_classes)]
-        best, index = scores[0], 0
-        for k in range(1, self._num_classes):
-            better = scores[k] > best if self._kind == "argmax" else scores[k] < best
-            best = Mux(better, scores[k], best)
-            index = Mux(better, k, index)
-        take = Signal()
-        m.d.comb += take.eq(~self.o.valid | self.o.ready)
-        m.d.comb += self.i.ready.eq(take)
-        with m.If(take):
-            m.d.sync += self.o.valid.eq(self.i.valid)
-            with m.If(self.i.valid):
-                m.d.sync += [
-                    self.o.payload.cls.eq(index),
-                    self.o.payload.last.eq(1),
-                ]
-                m.d.sync += [self.o.payload.scores[k].eq(scores[k])
-                             for k in range(self._num_classes)]
+        k_count = self._num_classes
+        scores = self.o.payload.scores
+        busy = Signal()
+        k = Signal(range(k_count + 1))
+        best = Signal.like(scores[0])
+        m.d.comb += self.i.ready.eq(~busy)
+        with m.If(self.i.valid & ~busy):
+            m.d.sync += [scores[j].eq(self.i.payload[j]) for j in range(k_count)]
+            m.d.sync += [best.eq(self.i.payload[0]), k.eq(1), busy.eq(1),
+                         self.o.payload.cls.eq(0), self.o.payload.last.eq(1)]
+            if k_count == 1:
+                m.d.sync += self.o.valid.eq(1)
+        if k_count > 1:
+            with m.If(busy & ~self.o.valid):
+                candidate = select(m, k, [scores[j] for j in range(k_count)],
+                                   scores[0].shape(), "candidate")
+                if self._kind == "argmax":
+                    better = candidate > best
+                else:
+                    better = candidate < best
+                with m.If(better):
+                    m.d.sync += [best.eq(candidate), self.o.payload.cls.eq(k)]
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == k_count - 1):
+                    m.d.sync += self.o.valid.eq(1)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [self.o.valid.eq(0), busy.eq(0)]
         return m

@@ -4,36 +4,33 @@
 :mod:`hw.top` chains and :mod:`hw.cycles` counts, so a layer kind is described in one place.
 """
 
-import math
+import warnings
 
 import numpy as np
 
 from .arith import Activation
-from .mac import MacStage
+from .mac import MacStage, group_steps, simd_error, simd_split
 from .output import ClassifyStage
 from .padder import Padder
 from .pool import PoolStage
 
-__all__ = ["MAC_KINDS", "mac_layers", "check_folding", "plan", "mac_cycles"]
+__all__ = ["MAC_KINDS", "mac_layers", "check_folding", "plan", "mac_cycles", "mac_steps",
+           "connections_of"]
 
 #: Layer kinds computed on the PE × SIMD MAC array (and so folded).
 MAC_KINDS = ("conv", "dense", "rbf")
 
-
 def _label(index, layer):
     return f"layers[{index}] {layer.get('name', '?')!r}"
-
 
 def _per_channel(value, channels):
     if isinstance(value, list):
         return [int(v) for v in value]
     return [int(value)] * channels
 
-
 def mac_layers(meta):
     """Return ``[(index, layer)]`` of the layers that take a folding entry, in order."""
     return [(i, layer) for i, layer in enumerate(meta["layers"]) if layer["kind"] in MAC_KINDS]
-
 
 def layer_shapes(meta):
     """Return the ``(channels, height, width)`` input shape of each layer, in order."""
@@ -55,7 +52,6 @@ def layer_shapes(meta):
             shape = (layer["out_features"], 1, 1)
     return shapes
 
-
 def mac_geometry(layer, shape):
     """Return ``(in_shape, kernel, out_channels)`` of a MAC layer as :class:`MacStage` sees it."""
     c, h, w = shape
@@ -65,13 +61,37 @@ def mac_geometry(layer, shape):
         return (c, h + 2 * p, w + 2 * p), (k, k), layer["out_shape"][0]
     return (c, h, w), (h, w), layer["out_features"]
 
+def connections_of(layer, arrays):
+    """Return the ``[O, C]`` connection table of a conv layer, or None (full).
 
-def mac_cycles(in_shape, kernel, out_channels, pe, simd):
+    When the layer names a table but ``arrays`` does not hold it, warn and return None: the
+    steps (and cycles) of a sparse layer depend on the table, so the counts are then those of a
+    full table (an upper bound; a folding derived so still meets its target).
+    """
+    name = layer.get("arrays", {}).get("connections")
+    if name is None or layer["kind"] != "conv":
+        return None
+    if arrays is None or name not in arrays:
+        warnings.warn(f"layer {layer['name']!r} has a connection table ({name!r}) but no arrays "
+                      f"were given: counting it as full; pass the model's arrays",
+                      UserWarning, stacklevel=3)
+        return None
+    return np.asarray(arrays[name], dtype=np.int64)
+
+def mac_steps(in_shape, kernel, out_channels, pe, simd, connections=None):
+    """MAC steps of one output position of a :class:`MacStage` (all its groups)."""
+    c, _, _ = in_shape
+    kh, kw = kernel
+    c_block, t, r = simd_split(c, kh, kw, simd)
+    lists = group_steps(connections, out_channels, c, pe, c_block)
+    return (kh // r) * (kw // t) * sum(len(blocks) for blocks in lists)
+
+def mac_cycles(in_shape, kernel, out_channels, pe, simd, connections=None):
     """Cycles per image of a :class:`MacStage` (see its docstring)."""
     c, h, w = in_shape
     kh, kw = kernel
-    return max(h * w, (h - kh + 1) * (w - kw + 1) * (out_channels // pe) * (kh * kw * c // simd))
-
+    steps = mac_steps(in_shape, kernel, out_channels, pe, simd, connections)
+    return max(h * w, (h - kh + 1) * (w - kw + 1) * steps)
 
 def check_folding(meta, folding):
     """Validate ``folding`` (a list of ``{"pe", "simd"}``, one per MAC layer) and return it.
@@ -102,22 +122,12 @@ def check_folding(meta, folding):
         channels = in_shape[0]
         if out_channels % pe:
             raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
-        if layer["kind"] == "conv":
-            if channels % simd:
-                raise ValueError(f"{label}: simd={simd} does not divide in_channels={channels}")
-        else:
-            features = math.prod(in_shape)
-            if features % simd:
-                raise ValueError(f"{label}: simd={simd} does not divide "
-                                 f"in_features={features}")
-            if channels % simd:
-                raise ValueError(f"{label}: simd={simd} does not divide the {channels} "
-                                 f"channels of each input position (in_features={features} "
-                                 f"arrive as {in_shape[1]}x{in_shape[2]} positions); use a "
-                                 f"divisor of {channels}")
+        kh, kw = kernel
+        message = simd_error(label, channels, kh, kw, simd, dense=layer["kind"] != "conv")
+        if message:
+            raise ValueError(message)
         result.append({"pe": pe, "simd": simd})
     return result
-
 
 def _activation(label, layer, arrays, channels):
     names = layer.get("arrays", {})
@@ -126,7 +136,6 @@ def _activation(label, layer, arrays, channels):
                       out_format=layer["out_format"],
                       acc_frac=_per_channel(layer["acc_frac"], channels),
                       table=None if table is None else [int(v) for v in table])
-
 
 def plan(meta, arrays, folding=None):
     """Return the list of stage components, input to output, of the integer model.
@@ -182,7 +191,9 @@ def plan(meta, arrays, folding=None):
                                    in_format=layer["in_format"], weight_format=weight_format,
                                    weight=weight, bias=bias, acc_bits=layer["acc_bits"],
                                    activation=activation, op=op, pe=fold["pe"],
-                                   simd=fold["simd"]))
+                                   simd=fold["simd"],
+                                   connections=connections_of(layer, arrays),
+                                   dense=kind != "conv"))
         elif kind == "pool":
             stages.append(PoolStage(label=label, mode=layer["mode"], size=layer["size"],
                                     in_shape=shape, in_format=layer["in_format"]))

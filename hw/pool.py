@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .arith import counter_shape, format_shape, rom_depth
 
-__all__ = ["PoolStage"]
+__all__ = ["PoolStage", "pool_latency"]
 
 
 class PoolStage(wiring.Component):
@@ -92,51 +92,79 @@ class PoolStage(wiring.Component):
         _, h, w = self._in_shape
         return h * w
 
+    @property
+    def latency(self):
+        """Cycles from a window's last input beat being accepted to its output being valid."""
+        lut = self._activation is not None and self._activation.table is not None
+        return pool_latency(self._mode, lut)
+
+    def resources(self):
+        """Return ``{"multipliers", "memory_bits": {"partial", "lut"}}`` of the stage."""
+        channels, _, width = self._in_shape
+        act = self._activation
+        lut = 0 if act is None or act.table is None else \
+            len(act.table) * format_shape(act.out_format).width
+        return {"multipliers": channels if self._mode == "subsample" else 0,
+                "memory_bits": {"partial": rom_depth(width // self._size) * channels *
+                                self._part_shape().width, "lut": lut}}
+
+    def _part_shape(self):
+        in_code = format_shape(self._in_format)
+        if self._mode == "max":
+            return in_code
+        return signed(in_code.width + (self._size * self._size - 1).bit_length() + 1)
+
     def elaborate(self, platform):
         m = Module()
         channels, height, width = self._in_shape
         size = self._size
         out_w = width // size
         in_code = format_shape(self._in_format)
-        if self._mode == "max":
-            part_shape = in_code
-        else:
-            part_shape = signed(in_code.width + (size * size - 1).bit_length() + 1)
+        part_shape = self._part_shape()
+
+        # Partial results of the window columns of the current window row: a memory with a
+        # synchronous read port, read one cycle ahead (the next column to start) and
+        # transparent for the write-back of the column just finished.
         m.submodules.partial = partial = Memory(
             shape=data.ArrayLayout(part_shape, channels), depth=rom_depth(out_w), init=[])
-        rd = partial.read_port(domain="comb")
         wr = partial.write_port()
+        rd = partial.read_port(transparent_for=(wr,))
 
+        adv = Signal()
+        accept = Signal()
+        m.d.comb += [self.i.ready.eq(adv), accept.eq(self.i.valid & adv)]
         col = Signal(counter_shape(width))
         col_in = Signal(counter_shape(size))
         row_in = Signal(counter_shape(size))
         out_col = Signal(counter_shape(out_w))
+        next_col = Signal(counter_shape(out_w))
         first = Signal()
         done = Signal()
+        col_end = Signal()
         m.d.comb += [
             first.eq((row_in == 0) & (col_in == 0)),
             done.eq((row_in == size - 1) & (col_in == size - 1)),
-            rd.addr.eq(out_col),
+            col_end.eq(col_in == size - 1),
+            next_col.eq(Mux(out_col == out_w - 1, 0, out_col + 1)),
+            rd.addr.eq(Mux(accept & col_end, next_col, out_col)),
             wr.addr.eq(out_col),
         ]
+        cur = [Signal(part_shape, name=f"cur{c}") for c in range(channels)]
         new = [Signal(part_shape, name=f"new{c}") for c in range(channels)]
         for c in range(channels):
             x = self.i.payload[c]
-            prev = rd.data[c]
+            prev = Mux(col_in == 0, rd.data[c], cur[c])
             if self._mode == "max":
                 m.d.comb += new[c].eq(Mux(first, x, Mux(x > prev, x, prev)))
             else:
                 m.d.comb += new[c].eq(Mux(first, x, prev + x))
         m.d.comb += [wr.data[c].eq(new[c]) for c in range(channels)]
+        m.d.comb += wr.en.eq(accept & col_end & ~done)
 
         p1_valid = Signal()
         p1 = [Signal(part_shape, name=f"p1_{c}") for c in range(channels)]
-        adv = Signal()
-        m.d.comb += adv.eq(~(p1_valid & self.o.valid & ~self.o.ready))
-        m.d.comb += self.i.ready.eq(adv)
-        accept = Signal()
-        m.d.comb += accept.eq(self.i.valid & adv)
-        m.d.comb += wr.en.eq(accept & ~done)
+        with m.If(accept):
+            m.d.sync += [cur[c].eq(new[c]) for c in range(channels)]
         with m.If(adv):
             m.d.sync += p1_valid.eq(accept & done)
             with m.If(accept & done):
@@ -147,33 +175,65 @@ class PoolStage(wiring.Component):
                 m.d.sync += row_in.eq(Mux(row_in == size - 1, 0, row_in + 1))
             with m.Else():
                 m.d.sync += col.eq(col + 1)
-                with m.If(col_in == size - 1):
-                    m.d.sync += [col_in.eq(0), out_col.eq(out_col + 1)]
+                with m.If(col_end):
+                    m.d.sync += [col_in.eq(0), out_col.eq(next_col)]
                 with m.Else():
                     m.d.sync += col_in.eq(col_in + 1)
 
-        # Post-processing of a finished window.
-        outs = []
+        # Post-processing of a finished window, one pipeline register per step.
+        res_valid = p1_valid
         if self._mode == "max":
             outs = p1
         elif self._mode == "avg":
+            outs = []
             shift = 2 * (size.bit_length() - 1)
             for c in range(channels):
                 v = p1[c] if shift == 0 else (p1[c] + (1 << (shift - 1))) >> shift
                 outs.append(v[:in_code.width])
         else:
             act = self._activation
-            lut = act.lut_memory()
-            if lut is not None:
-                m.submodules.lut = lut
             acc_shape = signed(self._acc_bits)
-            for c in range(channels):
-                acc = Signal(acc_shape, name=f"acc{c}")
-                m.d.comb += acc.eq(p1[c] * self._coef[c] + self._bias[c])
-                outs.append(act.apply(m, acc, [act.shifts[c]], 0, lut))
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(adv & p1_valid):
-            m.d.sync += self.o.valid.eq(1)
-            m.d.sync += [self.o.payload[c].eq(outs[c]) for c in range(channels)]
+            accs = [Signal(acc_shape, name=f"acc{c}") for c in range(channels)]
+            p2_valid = Signal()
+            with m.If(adv):
+                m.d.sync += p2_valid.eq(p1_valid)
+                m.d.sync += [accs[c].eq(p1[c] * self._coef[c] + self._bias[c])
+                             for c in range(channels)]
+            pre = [act.requantize(m, accs[c], [act.shifts[c]], 0) for c in range(channels)]
+            res_valid = p2_valid
+            outs = pre
+            if act.table is not None:
+                lut = act.lut_memory()
+                m.submodules.lut = lut
+                pre_regs = [Signal.like(v, name=f"pre{c}") for c, v in enumerate(pre)]
+                p3_valid, p4_valid = Signal(), Signal()
+                with m.If(adv):
+                    m.d.sync += [p3_valid.eq(p2_valid), p4_valid.eq(p3_valid)]
+                    m.d.sync += [reg.eq(v) for reg, v in zip(pre_regs, pre, strict=True)]
+                outs = [act.lookup(m, reg, lut, adv) for reg in pre_regs]
+                res_valid = p4_valid
+
+        # Output register with a skid buffer: the input's ready is a register.
+        skid_valid = Signal()
+        skid = [Signal.like(self.o.payload[c], name=f"skid{c}") for c in range(channels)]
+        m.d.comb += adv.eq(~skid_valid)
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.valid.eq(1), skid_valid.eq(0)]
+                m.d.sync += [self.o.payload[c].eq(skid[c]) for c in range(channels)]
+            with m.Elif(res_valid):
+                m.d.sync += self.o.valid.eq(1)
+                m.d.sync += [self.o.payload[c].eq(outs[c]) for c in range(channels)]
+            with m.Else():
+                m.d.sync += self.o.valid.eq(0)
+        with m.Elif(adv & res_valid):
+            m.d.sync += skid_valid.eq(1)
+            m.d.sync += [skid[c].eq(outs[c]) for c in range(channels)]
         return m
+
+
+def pool_latency(mode, lut):
+    """Cycles from a window's last beat being accepted to its :class:`PoolStage` output."""
+    if mode != "subsample":
+        return 2
+    return 5 if lut else 3

@@ -87,7 +87,7 @@ def main(argv=None):
     if args.folding and args.target_cycles:
         parser.error("give --folding or --target-cycles, not both")
     if args.target_cycles:
-        folding = derive_folding(meta, args.target_cycles)
+        folding = derive_folding(meta, args.target_cycles, arrays)
     elif args.folding:
         text = args.folding
         if Path(text).is_file():

@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from golden import random_images, random_qmodel
+from golden import IntegerModel, random_images, random_qmodel
 from hw.cycles import cycle_model, derive_folding, stage_table, write_cycles_json
+from hw.mac import simd_options
 from hw.plan import mac_cycles
 from hw.simulation import discard_unused, run_stream
 from hw.top import LeNetAccelerator
+from quant.config import LECUN_1998_C3
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -55,6 +57,10 @@ def lenet():
     [{"pe": 2, "simd": 1}, {"pe": 4, "simd": 2}, {"pe": 1, "simd": 4}, {"pe": 1, "simd": 1}],
     [{"pe": 4, "simd": 1}, {"pe": 4, "simd": 4}, {"pe": 6, "simd": 4}, {"pe": 3, "simd": 6}],
     [{"pe": 1, "simd": 1}, {"pe": 2, "simd": 2}, {"pe": 1, "simd": 1}, {"pe": 1, "simd": 2}],
+    # SIMD over taps and rows: (c_block, t, r) = (1, 3, 3), (4, 2, 1), (4, 4, 1), (3, 1, 1)
+    [{"pe": 2, "simd": 9}, {"pe": 2, "simd": 8}, {"pe": 3, "simd": 16}, {"pe": 1, "simd": 3}],
+    # (1, 3, 1), (4, 2, 2), (4, 4, 2), (6, 1, 1): whole windows, balanced stages
+    [{"pe": 4, "simd": 3}, {"pe": 4, "simd": 16}, {"pe": 2, "simd": 32}, {"pe": 3, "simd": 6}],
 ])
 def test_rtl_interval_and_latency_match_model(small, folding):
     meta, arrays = small
@@ -74,16 +80,36 @@ def test_stage_cycles(small):
     assert [s["kind"] for s in stages] == ["pad", "conv", "pool", "pad", "conv", "dense",
                                            "dense", "classify"]
     assert [s["cycles"] for s in stages] == [
-        8 * 8, 6 * 6 * 4 * 9, 6 * 6, 5 * 5, 4 * 4 * 4 * 16, 6 * 4 * 16, 3 * 6, 1]
+        8 * 8, 6 * 6 * 4 * 9, 6 * 6, 5 * 5, 4 * 4 * 4 * 16, 6 * 4 * 16, 3 * 6, 3 + 1]
 
 
 def test_lenet5_macs(lenet):
     meta, arrays = lenet
     model = cycle_model(meta, None, arrays)
-    assert model["macs"] == 416_520 - 840 + 10 * 84      # dense output instead of RBF: same
+    assert model["macs"] == model["dense_macs"] == 416_520   # dense output: as many as RBF
     assert model["multipliers"] == 5
-    assert model["cycles_per_image"] == max(s["cycles"] for s in model["stages"])
-    assert set(model) == {"cycles_per_image", "latency_cycles", "multipliers", "macs", "stages"}
+    assert model["cycles_per_image"] == max(s["cycles"] for s in model["stages"]) == 240_000
+    assert model["latency_cycles"] == 341_119
+    assert set(model) == {"cycles_per_image", "latency_cycles", "multipliers", "macs",
+                          "dense_macs", "memory_bits", "stages"}
+    assert model["memory_bits"]["weights"] == 8 * (150 + 2400 + 48_000 + 10_080 + 840)
+
+
+@pytest.mark.parametrize("folding,cycles,multipliers", [
+    # Hand folding: c1 pe6 simd5 (5 taps), c3 pe2 simd25 (5 taps x 5 rows), f5 pe10, f6 pe3.
+    ([{"pe": 6, "simd": 5}, {"pe": 2, "simd": 25}, {"pe": 10, "simd": 1},
+      {"pe": 3, "simd": 1}, {"pe": 1, "simd": 1}], 4800, 94),
+    ("4800", 4800, 89),
+    ("2400", 2400, 176),
+])
+def test_lenet5_fast_foldings_near_bound(lenet, folding, cycles, multipliers):
+    # The physical limit is MACs / multipliers; fine-grained SIMD gets within 10% of it.
+    meta, arrays = lenet
+    if isinstance(folding, str):
+        folding = derive_folding(meta, int(folding))
+    model = cycle_model(meta, folding, arrays)
+    assert (model["cycles_per_image"], model["multipliers"]) == (cycles, multipliers)
+    assert model["cycles_per_image"] <= 1.1 * model["macs"] / model["multipliers"]
 
 
 def test_sparse_macs():
@@ -92,12 +118,38 @@ def test_sparse_macs():
             {"kind": "conv", "out_channels": 3, "kernel": 3, "connections": table},
             {"kind": "dense", "out_features": 2}]
     meta, arrays = random_qmodel(spec, 0, height=6, calibration=2)
-    conv2 = cycle_model(meta, None, arrays)["stages"][1]
+    model = cycle_model(meta, None, arrays)
+    conv2 = model["stages"][1]
     assert conv2["macs"] == 2 * 2 * 4 * 9                 # 4 connected pairs, 2x2 outputs
-    assert cycle_model(meta, None)["stages"][1]["macs"] == 2 * 2 * 6 * 9     # no table: full
+    assert conv2["cycles"] == conv2["macs"]               # pe = simd = 1: one MAC per cycle
+    assert model["dense_macs"] - model["macs"] == 2 * 2 * 2 * 9
+    with pytest.warns(UserWarning, match="layer 'conv1' has a connection table "
+                      r"\('conv1.connections'\) but no arrays were given: counting it as full"):
+        without = cycle_model(meta, None)                # the table decides the steps
+    assert without["stages"][1]["cycles"] == without["stages"][1]["macs"] == 2 * 2 * 6 * 9
 
 
-@pytest.mark.parametrize("target", [400_000, 100_000, 30_000, 19_600])
+def _lecun1998(seed=0):
+    table = np.zeros((16, 6), np.int64)
+    for o, inputs in enumerate(LECUN_1998_C3):
+        table[o, list(inputs)] = 1
+    spec = [dict(entry) for entry in LENET5]
+    spec[2]["connections"] = table
+    return random_qmodel(spec, seed, height=28, pad=2, calibration=2)
+
+
+def test_lecun1998_c3_skips_unconnected_pairs():
+    meta, arrays = _lecun1998()
+    model = cycle_model(meta, None, arrays)
+    c3 = next(s for s in model["stages"] if s["name"] == "c3")
+    assert c3["cycles"] == c3["macs"] == 60 * 25 * 100 == 150_000
+    assert model["macs"] == 326_520 and model["dense_macs"] == 416_520
+    assert model["cycles_per_image"] == 150_000
+    folding = derive_folding(meta, 4800, arrays)
+    assert cycle_model(meta, folding, arrays)["cycles_per_image"] <= 4800
+
+
+@pytest.mark.parametrize("target", [400_000, 100_000, 30_000, 19_600, 4800, 2400, 1500])
 def test_derive_folding_is_cheapest(lenet, target):
     meta, _ = lenet
     folding = derive_folding(meta, target)
@@ -107,9 +159,12 @@ def test_derive_folding_is_cheapest(lenet, target):
     for stage in macs:                                  # no cheaper (pe, simd) meets the target
         c, h, w = stage["in_shape"]
         out_channels = stage["pe"] * stage["groups"]
+        window = c * stage["kernel"][0] * stage["kernel"][1]
+        assert sorted(simd_options(c, *stage["kernel"])) == [
+            d for d in range(1, window + 1) if window % d == 0]
         for pe in range(1, out_channels + 1):
-            for simd in range(1, c + 1):
-                if out_channels % pe or c % simd or pe * simd >= stage["multipliers"]:
+            for simd in range(1, window + 1):
+                if out_channels % pe or window % simd or pe * simd >= stage["multipliers"]:
                     continue
                 assert mac_cycles(stage["in_shape"], stage["kernel"], out_channels,
                                   pe, simd) > target
@@ -117,11 +172,11 @@ def test_derive_folding_is_cheapest(lenet, target):
 
 def test_derive_folding_errors(lenet):
     meta, _ = lenet
-    # SIMD divides the input channels: C1 (one input channel) needs 28·28·25 cycles at best.
+    # Fully parallel, C1 still takes one input beat per cycle: 32·32.
     with pytest.raises(ValueError) as info:
-        derive_folding(meta, 19_599)
-    assert str(info.value) == ("layers[0] 'c1': no folding reaches 19599 cycles per image; "
-                               "fully parallel it needs 19600; raise the target")
+        derive_folding(meta, 1023)
+    assert str(info.value) == ("layers[0] 'c1': no folding reaches 1023 cycles per image; "
+                               "fully parallel it needs 1024; raise the target")
     with pytest.raises(TypeError) as info:
         derive_folding(meta, 0)
     assert str(info.value) == "target_cycles must be a positive integer, not 0"
@@ -130,9 +185,12 @@ def test_derive_folding_errors(lenet):
 def test_derive_folding_lenet5(lenet):
     meta, _ = lenet
     assert derive_folding(meta, 19_600) == [
-        {"pe": 6, "simd": 1}, {"pe": 8, "simd": 2}, {"pe": 3, "simd": 1},
+        {"pe": 6, "simd": 1}, {"pe": 1, "simd": 15}, {"pe": 3, "simd": 1},
         {"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}]
-    assert cycle_model(meta, derive_folding(meta, 19_600))["multipliers"] == 6 + 16 + 3 + 1 + 1
+    assert cycle_model(meta, derive_folding(meta, 19_600))["multipliers"] == 6 + 15 + 3 + 1 + 1
+    assert derive_folding(meta, 4800) == [
+        {"pe": 1, "simd": 25}, {"pe": 1, "simd": 50}, {"pe": 1, "simd": 10},
+        {"pe": 1, "simd": 3}, {"pe": 1, "simd": 1}]
 
 
 def test_write_cycles_json(tmp_path, small):
@@ -140,3 +198,61 @@ def test_write_cycles_json(tmp_path, small):
     model = cycle_model(meta, None, arrays)
     path = write_cycles_json(model, tmp_path / "cycles.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(model))
+
+
+def _run_network(meta, arrays, folding, n, *, seed=3):
+    """Stream ``n`` images back to back: bit-exact results, interval and latency of the model."""
+    images = random_images(meta, n, seed)
+    expected = IntegerModel(meta, arrays).run(images)
+    model = cycle_model(meta, folding, arrays)
+    top = LeNetAccelerator(meta, arrays, folding)
+    beats = [[int(v)] for v in images.reshape(-1)]
+    limit = model["latency_cycles"] + n * model["cycles_per_image"] + 100
+    out, times = run_stream(top, beats, n, max_cycles=limit)
+    assert [o["cls"] for o in out] == expected["classes"].tolist()
+    assert [o["scores"] for o in out] == expected["scores"].tolist()
+    assert np.diff(times).tolist() == [model["cycles_per_image"]] * (n - 1)
+    assert times[0] == model["latency_cycles"]
+    return model
+
+
+# LeNet-5 in miniature (12x12 input, pad 2), with LeCun's C3 table on 6 -> 16 maps.
+def _mini_lenet(connections):
+    spec = [dict(entry) for entry in LENET5]
+    spec[2] = dict(spec[2], kernel=3, connections=connections)
+    spec[4] = dict(spec[4], out_features=12)
+    spec[5] = dict(spec[5], out_features=8)
+    spec[6] = dict(spec[6], out_features=4)
+    return random_qmodel(spec, 7, height=12, pad=2, calibration=4)
+
+
+@pytest.mark.parametrize("folding", [
+    pytest.param(None, marks=pytest.mark.slow),          # ~45 s: pe = simd = 1 everywhere
+    # c1 5 taps x 5 rows, c3 one channel block of 3x3 taps (sparse: skipped blocks), f5 whole
+    # rows of 2 positions x 16 channels, f6 / out split channels.
+    [{"pe": 2, "simd": 25}, {"pe": 4, "simd": 9}, {"pe": 3, "simd": 32}, {"pe": 2, "simd": 4},
+     {"pe": 4, "simd": 8}],
+    [{"pe": 6, "simd": 5}, {"pe": 2, "simd": 3}, {"pe": 12, "simd": 8}, {"pe": 1, "simd": 6},
+     {"pe": 1, "simd": 1}],
+])
+def test_mini_lenet1998_rtl(folding):
+    table = np.zeros((16, 6), np.int64)
+    for o, inputs in enumerate(LECUN_1998_C3):
+        table[o, list(inputs)] = 1
+    meta, arrays = _mini_lenet(table)
+    model = _run_network(meta, arrays, folding, 3)
+    assert model["macs"] < model["dense_macs"]
+
+
+@pytest.mark.parametrize("which", ["minimal", "fast"])
+@pytest.mark.slow
+def test_lenet5_rtl_matches_model(lenet, which):
+    # Full LeNet-5 shape: bit-exact with golden, measured interval and latency equal the model.
+    meta, arrays = lenet
+    if which == "minimal":
+        folding, n = None, 2
+    else:
+        folding, n = [{"pe": 6, "simd": 5}, {"pe": 2, "simd": 25}, {"pe": 10, "simd": 1},
+                      {"pe": 3, "simd": 1}, {"pe": 1, "simd": 1}], 3
+    model = _run_network(meta, arrays, folding, n)
+    assert model["cycles_per_image"] == (240_000 if which == "minimal" else 4800)

@@ -49,6 +49,18 @@ def _beats(x):
     return [[int(v) for v in x[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
 
 
+def _conv(x, weight, bias):
+    """Valid stride-1 cross-correlation with a non-square kernel (golden's conv2d is square)."""
+    _, _, kh, kw = weight.shape
+    n, _, h, w = x.shape
+    acc = np.zeros((n, weight.shape[0], h - kh + 1, w - kw + 1), np.int64) + bias[:, None, None]
+    for u in range(kh):
+        for v in range(kw):
+            acc += np.einsum("nchw,oc->nohw", x[:, :, u:u + h - kh + 1, v:v + w - kw + 1],
+                             weight[:, :, u, v])
+    return acc
+
+
 def _positions(y):
     n, c, h, w = y.shape
     return [[int(v) for v in y[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
@@ -73,7 +85,76 @@ def test_conv(kind, pe, simd):
     assert out == expected
 
 
-@pytest.mark.parametrize("pe,simd", [(1, 1), (3, 2), (6, 4)])
+@pytest.mark.parametrize("kernel,channels,pe,simd,split", [
+    ((3, 3), 2, 2, 3, (1, 3, 1)),          # a window row of one channel per step
+    ((3, 3), 2, 1, 9, (1, 3, 3)),          # one channel of the whole window
+    ((3, 3), 2, 4, 18, (2, 3, 3)),         # the whole window in one step
+    ((4, 6), 1, 2, 4, (1, 2, 2)),          # 2 of 6 taps x 2 of 4 rows: both rotations
+    ((4, 6), 2, 1, 6, (2, 3, 1)),
+    ((2, 2), 3, 2, 6, (3, 2, 1)),
+])
+def test_conv_fine_grained(kernel, channels, pe, simd, split):
+    # SIMD = c_block·t·r: banked line buffer (t column banks, r row banks), rotated reads.
+    rng = np.random.default_rng(simd * 7 + pe)
+    (kh, kw), height, width, out_channels, n = kernel, 6, 9, 4, 2
+    act, _ = _activation(rng, "lut" if channels == 3 else "relu", out_channels, U8["frac"])
+    weight = rng.integers(-128, 128, (out_channels, channels, kh, kw))
+    bias = rng.integers(-20000, 20000, out_channels)
+    dut = MacStage(label="layers[0] 'c'", in_shape=(channels, height, width), in_format=U8,
+                   weight_format={"bits": 8, "frac": 5, "signed": True}, weight=weight,
+                   bias=bias, acc_bits=L.acc_bits_for("conv", 8, 8, channels * kh * kw),
+                   activation=act, pe=pe, simd=simd)
+    assert dut.split == split
+    assert dut.steps == out_channels // pe * kh * kw * channels // simd
+    x = rng.integers(0, 256, (n, channels, height, width))
+    expected = _positions(_golden_act(_conv(x, weight, bias), act))
+    if kh == kw:
+        assert np.array_equal(_conv(x, weight, bias), L.conv2d(x, weight, bias))
+    out, _ = run_stream(dut, _beats(x), len(expected), seed=simd, gap=0.3, stall=0.3)
+    assert out == expected
+
+
+@pytest.mark.parametrize("pe,simd", [(1, 1), (2, 1), (2, 3), (3, 2), (1, 18), (6, 4)])
+def test_sparse_conv(pe, simd):
+    # A connection table: each group's steps visit only the channel blocks connected to one
+    # of its outputs; the weight ROMs hold only those steps.
+    rng = np.random.default_rng(100 + pe * simd)
+    channels, height, width, out_channels, k, n = 4, 5, 6, 6, 3, 2
+    table = rng.integers(0, 2, (out_channels, channels))
+    table[np.arange(out_channels), rng.integers(0, channels, out_channels)] = 1
+    table[0] = [1, 0, 0, 0]
+    act, _ = _activation(rng, "relu", out_channels, U8["frac"])
+    weight = rng.integers(-128, 128, (out_channels, channels, k, k)) * table[:, :, None, None]
+    bias = rng.integers(-20000, 20000, out_channels)
+    dut = MacStage(label="layers[2] 'c3'", in_shape=(channels, height, width), in_format=U8,
+                   weight_format={"bits": 8, "frac": 5, "signed": True}, weight=weight,
+                   bias=bias, acc_bits=L.acc_bits_for("conv", 8, 8, channels * k * k),
+                   activation=act, pe=pe, simd=simd, connections=table)
+    c_block, t, r = dut.split
+    blocks = table.reshape(out_channels // pe, pe, channels // c_block, c_block).any(axis=(1, 3))
+    assert dut.steps == (k // t) * (k // r) * int(blocks.sum())
+    if (pe, simd) == (1, 1):
+        assert dut.steps == int(table.sum()) * k * k
+    x = rng.integers(0, 256, (n, channels, height, width))
+    expected = _positions(_golden_act(L.conv2d(x, weight, bias), act))
+    out, _ = run_stream(dut, _beats(x), len(expected), seed=pe, gap=0.3, stall=0.3)
+    assert out == expected
+
+
+def test_sparse_errors():
+    table = np.ones((16, 6), np.int64)
+    table[3, 2] = 0
+    weight = np.ones((16, 6, 5, 5), np.int64)
+    with pytest.raises(ValueError) as info:
+        MacStage(**_conv_args(weight=weight, connections=table))
+    assert str(info.value) == ("layers[2] 'c3': nonzero weights of unconnected (output, input) "
+                               "pairs would be skipped")
+    with pytest.raises(ValueError) as info:
+        MacStage(**_conv_args(connections=table[:, :4]))
+    assert str(info.value) == "layers[2] 'c3': connections must have shape (16, 6), not (16, 4)"
+
+
+@pytest.mark.parametrize("pe,simd", [(1, 1), (3, 2), (6, 4), (2, 8), (3, 12), (6, 24)])
 def test_dense_after_spatial(pe, simd):
     # The stream delivers HWC order; golden flattens CHW: the ROM must be permuted.
     rng = np.random.default_rng(pe + 7 * simd)
@@ -142,7 +223,11 @@ def test_bad_pe():
 def test_bad_simd():
     with pytest.raises(ValueError) as info:
         MacStage(**_conv_args(simd=4))
-    assert str(info.value) == "layers[2] 'c3': simd=4 does not divide in_channels=6"
+    assert str(info.value) == ("layers[2] 'c3': simd=4 does not divide the window "
+                               "kh·kw·C = 5·5·6 = 150")
+    assert MacStage(**_conv_args(simd=25)).split == (1, 5, 5)         # 5 taps x 5 rows
+    assert MacStage(**_conv_args(simd=30)).split == (6, 5, 1)
+    assert MacStage(**_conv_args(simd=10)).split == (2, 5, 1)
 
 
 def test_bad_arguments():
@@ -160,7 +245,16 @@ def test_bad_arguments():
 def test_cycles_and_properties():
     dut = MacStage(**_conv_args(pe=4, simd=3))
     assert dut.out_shape == (16, 10, 10)
-    assert (dut.groups, dut.fold) == (4, 50)
+    assert (dut.groups, dut.fold, dut.steps) == (4, 50, 200)
     assert dut.cycles == 10 * 10 * 4 * 50
     dut = MacStage(**_conv_args(pe=16, simd=6, weight=np.zeros((16, 6, 1, 1), np.int64)))
     assert dut.cycles == 14 * 14                    # bound by input beats, one per cycle
+    dut = MacStage(**_conv_args(pe=2, simd=25))    # 5 taps x 5 rows of a channel per step
+    assert (dut.split, dut.steps, dut.cycles) == ((1, 5, 5), 8 * 6, 10 * 10 * 8 * 6)
+    resources = dut.resources()
+    assert resources["multipliers"] == 50
+    assert resources["weight_memories"] == [
+        {"depth": 48, "width": 25 * 8, "bits": 48 * 200, "large": False}] * 2
+    assert resources["ring_banks"] == {"count": 25, "depth": 2 * 4, "width": 6 * 8}
+    assert resources["memory_bits"] == {"ring": 25 * 8 * 48, "weights": 2 * 48 * 200,
+                                        "bias": 0, "lut": 0}

@@ -28,6 +28,15 @@ def meta():
     return random_qmodel(SPEC, 0, height=10, calibration=4)[0]
 
 
+def test_fine_grained_folding(meta):
+    # SIMD spans channels, taps of a row and rows: c1 (one channel) takes 3 or 9, f4 any
+    # divisor of its 64 features that splits as 4 channels x 4 columns x 4 rows.
+    folding = [{"pe": 6, "simd": 9}, {"pe": 4, "simd": 18}, {"pe": 5, "simd": 64},
+               {"pe": 3, "simd": 5}]
+    assert check_folding(meta, folding) == folding
+    assert check_folding(meta, [{"simd": 3}, {"simd": 3}, {"simd": 8}, {}])[2]["simd"] == 8
+
+
 def test_default_folding(meta):
     assert check_folding(meta, None) == [{"pe": 1, "simd": 1}] * 4
 
@@ -41,11 +50,13 @@ def test_shapes(meta):
      "folding has 3 entries but the model has 4 MAC layers (c1, c3, f4, out); give one "
      "{'pe', 'simd'} per MAC layer"),
     ([{"pe": 4, "simd": 1}, {}, {}, {}], "layers[0] 'c1': pe=4 does not divide out_channels=6"),
-    ([{}, {"simd": 4}, {}, {}], "layers[2] 'c3': simd=4 does not divide in_channels=6"),
-    ([{}, {}, {"simd": 3}, {}], "layers[3] 'f4': simd=3 does not divide in_features=64"),
-    ([{}, {}, {"simd": 8}, {}],
-     "layers[3] 'f4': simd=8 does not divide the 4 channels of each input position "
-     "(in_features=64 arrive as 4x4 positions); use a divisor of 4"),
+    ([{}, {"simd": 4}, {}, {}],
+     "layers[2] 'c3': simd=4 does not divide the window kh·kw·C = 3·3·6 = 54"),
+    ([{"simd": 2}, {}, {}, {}],
+     "layers[0] 'c1': simd=2 does not divide the window kh·kw·C = 3·3·1 = 9"),
+    ([{}, {}, {"simd": 3}, {}],
+     "layers[3] 'f4': simd=3 does not divide in_features=64 (4 channels x 4x4 positions)"),
+    ([{}, {}, {}, {"simd": 2}], "layers[4] 'out': simd=2 does not divide in_features=5"),
     ([{}, {}, {}, {"pe": 0}], "layers[4] 'out': pe=0 must be a positive integer"),
     ([{}, {}, {}, {"pe": 1, "lanes": 2}],
      "layers[4] 'out': folding entry {'pe': 1, 'lanes': 2} must be a dict with keys 'pe' "

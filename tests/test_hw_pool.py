@@ -99,3 +99,16 @@ def test_cycles():
     dut = PoolStage(label="p", mode="max", size=2, in_shape=(6, 28, 28), in_format=U8)
     assert dut.cycles == 28 * 28
     assert dut.out_shape == (6, 14, 14)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_single_window_column(mode):
+    # One window per row: the next row reads back the column written the cycle before
+    # (synchronous read port, transparent for the write-back).
+    rng = np.random.default_rng(5)
+    x = _images(rng, S8, (3, 2, 6, 2))
+    dut = PoolStage(label="p", mode=mode, size=2, in_shape=(2, 6, 2), in_format=S8)
+    ref = L.maxpool(x, 2) if mode == "max" else L.avgpool(x, 2)
+    out, _ = run_stream(dut, _beats(x), 9, seed=1, gap=0.2, stall=0.5)
+    assert out == _positions(ref)
+    assert dut.latency == 2 and dut.resources()["memory_bits"]["lut"] == 0

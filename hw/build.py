@@ -1,0 +1,108 @@
+"""Generate a preset's Verilog with the folding its config asks for.
+
+    python -m hw.build --config configs/lenet5.toml [--out build/lenet5/rtl]
+                       [--target-cycles N | --folding JSON]
+
+Reads ``build/<preset>/qmodel.json`` + ``qmodel.npz`` (``make quantize``) and the config's
+``[hardware]`` section, writes ``<out>/<top>.v``, the AXI4-Stream wrapper, ``cycles.json`` and
+the lint waivers, and prints the cycle model.
+
+``[hardware]`` folding modes:
+
+- ``minimal``: one multiplier per MAC layer (pe = simd = 1);
+- ``target``: the cheapest folding (fewest multipliers) with at most ``target_cycles`` cycles
+  per image (:func:`hw.cycles.derive_folding`);
+- ``explicit``: ``[hardware.layers.<name>]`` tables give ``pe`` and ``simd`` per MAC layer
+  (missing entries are 1).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from quant.config import ConfigError, load_config
+from quant.errors import UserError, cli
+
+__all__ = ["folding_from_config", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+MAC_KINDS = ("conv", "dense", "rbf")
+
+
+def folding_from_config(config, meta, target_cycles=None, arrays=None):
+    """Return the folding list (one ``{"pe", "simd"}`` per MAC layer) the config asks for."""
+    from .cycles import derive_folding
+    from .plan import check_folding
+    hardware = config.hardware
+    mode = hardware["folding"]
+    if target_cycles:
+        mode, target = "target", target_cycles
+    else:
+        target = hardware["target_cycles"]
+    where = f"config {config.path.name}"
+    if mode == "minimal":
+        folding = None
+    elif mode == "target":
+        try:
+            folding = derive_folding(meta, target, arrays)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: hardware.target_cycles={target}: {exc}") from None
+    else:
+        mac = [layer for layer in meta["layers"]
+               if layer["kind"] in MAC_KINDS]
+        folding = [{"pe": hardware["layers"].get(d["name"], {}).get("pe", 1),
+                    "simd": hardware["layers"].get(d["name"], {}).get("simd", 1)} for d in mac]
+    try:
+        return check_folding(meta, folding)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; change [hardware.layers.<name>] pe/simd") from None
+
+
+def load_integer_model(config, out_dir):
+    import golden
+    path = Path(out_dir)
+    if not (path / "qmodel.json").is_file():
+        raise UserError(f"no integer model in {path}; run `make quantize PRESET={config.name}`")
+    model = golden.load(path)
+    if model.meta.get("config_sha256") not in (None, config.sha256):
+        print(f"note: {path / 'qmodel.json'} was exported from another version of "
+              f"{config.path.name}; run `make quantize PRESET={config.name}` to refresh it",
+              file=sys.stderr)
+    return model
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--qmodel-dir", help="folder of qmodel.json (default build/<preset>)")
+    parser.add_argument("--out", help="output folder (default build/<preset>/rtl)")
+    parser.add_argument("--target-cycles", type=int)
+    parser.add_argument("--folding", help="JSON list of {pe, simd} per MAC layer")
+    parser.add_argument("--name", default="lenet_accel")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    base = ROOT / "build" / config.name
+    model = load_integer_model(config, Path(args.qmodel_dir) if args.qmodel_dir else base)
+    if args.folding:
+        from .plan import check_folding
+        try:
+            folding = check_folding(model.meta, json.loads(args.folding))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise UserError(f"--folding: {exc}") from None
+    else:
+        folding = folding_from_config(config, model.meta, args.target_cycles, dict(model.arrays))
+    from .verilog import generate
+    out = Path(args.out) if args.out else base / "rtl"
+    generate(model.meta, dict(model.arrays), folding, out, name=args.name)
+    cycles = json.loads((out / "cycles.json").read_text())
+    print(f"{config.name}: {out}/{args.name}.v  cycles/image {cycles['cycles_per_image']:,}  "
+          f"latency {cycles['latency_cycles']:,}  multipliers {cycles['multipliers']}  "
+          f"MACs {cycles['macs']:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
