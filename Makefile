@@ -14,13 +14,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 export PYTHONDONTWRITEBYTECODE := 1
+export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup tools train eval checkpoint test test-slow lint clean distclean
+.PHONY: help setup tools train eval checkpoint quantize qmodel report verilog test test-slow lint clean distclean
+WBITS ?=
+ABITS ?=
+QAT   ?=
+QFLAGS = $(if $(WBITS),--wbits $(WBITS)) $(if $(ABITS),--abits $(ABITS)) $(if $(filter 1,$(QAT)),--qat)
 
 help:
-	@sed -n 's/^## //p' README.md 2>/dev/null | head -0; \
-	echo "make sim | make test | make train | make eval | make setup | make lint | make clean"; \
-	echo "variables: PRESET=$(PRESET) N=$(N) SIM=$(SIM) DATASET= DATA_DIR= (see README.md)"
+	@sed -n 's/^## /  /p' $(firstword $(MAKEFILE_LIST))
+	@echo "variables: PRESET=$(PRESET) N=$(N) SIM=$(SIM) WBITS= ABITS= QAT= DATASET= DATA_DIR= (README.md)"
 
 ## setup: create .venv (torch 2.13.0 CPU first, then the rest) and install Icarus Verilog.
 setup: $(STAMP) tools
@@ -48,9 +52,27 @@ train: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m quant.train --config $(CONFIG) --out $(OUT) --eval-only
 
-## checkpoint: make build/PRESET/model.pt exist: the shipped checkpoint, else train.
-checkpoint: $(STAMP)
+## checkpoint: make build/PRESET/model.pt exist: keep it, else the shipped one, else train.
+checkpoint: $(OUT)/model.pt
+$(OUT)/model.pt: $(CONFIG) | $(STAMP)
 	$(PY) -m quant.train --config $(CONFIG) --out $(OUT) --ensure
+
+## quantize: PTQ (QAT=1: quantization-aware training) -> build/PRESET/qmodel.{json,npz}.
+quantize: checkpoint
+	$(PY) -m quant.quantize --config $(CONFIG) --out $(OUT) $(QFLAGS)
+
+# The integer model, rebuilt when the checkpoint or the config changes.
+$(OUT)/qmodel.json: $(CONFIG) $(OUT)/model.pt
+	$(PY) -m quant.quantize --config $(CONFIG) --out $(OUT) $(QFLAGS)
+qmodel: $(OUT)/qmodel.json
+
+## verilog: Verilog of PRESET with the config's folding -> build/PRESET/rtl/ (+ cycles.json).
+verilog: $(STAMP) $(OUT)/qmodel.json
+	$(PY) -m hw.build --config $(CONFIG) --out $(OUT)/rtl $(if $(TARGET_CYCLES),--target-cycles $(TARGET_CYCLES))
+
+## report: quantization accuracy report -> build/PRESET/reports/quant.{md,json} + PNGs.
+report: checkpoint
+	$(PY) -m quant.report --config $(CONFIG) --out $(OUT)
 
 ## test: the test suite (fast; under ~15 minutes on 2 cores).
 test: setup

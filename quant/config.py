@@ -127,10 +127,10 @@ class Config:
 
 TRAIN_DEFAULTS = {
     "epochs": 8, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0, "seed": 0,
-    "optimizer": "adam", "schedule": "onecycle", "threads": 2,
+    "optimizer": "adam", "schedule": "onecycle", "threads": 2, "logit_scale": 1.0,
 }
 QUANT_DEFAULTS = {
-    "wbits": 8, "abits": 8, "per_channel": False, "lut_bits": 8, "calibration_images": 2000,
+    "wbits": 8, "abits": 8, "per_channel": False, "lut_bits": 0, "calibration_images": 2000,
     "qat_epochs": 2, "qat_lr": 5e-4, "layers": {},
 }
 HARDWARE_DEFAULTS = {"folding": "minimal", "target_cycles": 0, "layers": {}}
@@ -374,6 +374,7 @@ class _Checker:
         self.integer(train, "threads", p, None, 1, 256)
         self.number(train, "lr", p, 1e-7, 10.0)
         self.number(train, "weight_decay", p, 0.0, 1.0)
+        self.number(train, "logit_scale", p, 1e-6, 1e6)
         self.choice(train, "optimizer", p, ("adam", "sgd"))
         self.choice(train, "schedule", p, ("onecycle", "constant"))
 
@@ -381,7 +382,10 @@ class _Checker:
         p = "quant."
         self.integer(quant, "wbits", p, None, 2, 16)
         self.integer(quant, "abits", p, None, 2, 16)
-        self.integer(quant, "lut_bits", p, None, 4, 12)
+        self.integer(quant, "lut_bits", p, None, 0, 12)
+        if 0 < quant["lut_bits"] < 4:
+            self.fail(f"quant.lut_bits={quant['lut_bits']}: use 0 (auto: abits + 2, at most 12) "
+                      f"or 4..12")
         self.integer(quant, "calibration_images", p, None, 1, 50000)
         self.integer(quant, "qat_epochs", p, None, 0, 100)
         self.number(quant, "qat_lr", p, 1e-7, 10.0)

@@ -164,7 +164,7 @@ def _parse_mnist_pkl(data):
     with gzip.open(io.BytesIO(data)) as f:
         splits = _NumpyOnlyUnpickler(f, encoding="latin1").load()
     out = []
-    for (x, y), n in zip(splits, (50_000, 10_000, 10_000)):
+    for (x, y), n in zip(splits, (50_000, 10_000, 10_000), strict=True):
         x = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28)
         codes = np.rint(x * 256)
         if len(x) != n or codes.min() < 0 or codes.max() > 255:

@@ -129,7 +129,7 @@ class LeNet(nn.Module):
         x = self.prepare(images)
         if self.pad:
             x = F.pad(x, (self.pad,) * 4)
-        for spec, layer in zip(self.config.layers, self.layers):
+        for spec, layer in zip(self.config.layers, self.layers, strict=True):
             x = layer(x)
             if taps is not None:
                 taps[spec.name] = x

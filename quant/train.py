@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -88,7 +87,7 @@ def train(config, data, epochs=None, log=print, limit=None):
         bar = _progress(range(steps), steps, f"epoch {epoch}/{epochs}")
         for step in bar:
             idx = order[step * bs:(step + 1) * bs]
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            loss = F.cross_entropy(model(images[idx]) * hp["logit_scale"], labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

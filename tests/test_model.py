@@ -42,7 +42,7 @@ def test_rbf_scores_are_negative_distances():
 def test_seeded_init_is_reproducible():
     config = load_config("lenet5")
     a, b = build_model(config), build_model(config)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 

@@ -72,3 +72,12 @@ def test_shipped_checkpoint_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "reports" / "train.json").read_text())
     assert report["test_accuracy"] >= 0.990
+
+
+def test_openmp_waiters_sleep():
+    """Spinning OpenMP waiters made training 25x slower on a busy 2-core machine."""
+    code = "import os, quant.train, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, env=env)
+    assert result.stdout.strip() == "PASSIVE", result.stderr

@@ -1,0 +1,247 @@
+"""Write the quantization accuracy report of a preset.
+
+    python -m quant.report --config configs/lenet5.toml [--bits 16,8,6,4,3,2] [--qat-epochs N]
+
+Writes ``<out>/reports/quant.md``, ``quant.json`` and PNG plots: float vs PTQ vs QAT golden test
+accuracy at each W/A bit width (W = A), the per-layer formats, accumulator widths, saturation
+counts and signal-to-quantization-noise ratio of the config's own format, a confusion matrix,
+and the format chosen as default. Every quantized accuracy is measured with golden/ (the
+integer model the hardware computes), on the whole test split.
+"""
+
+import argparse
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from golden.model import IntegerModel
+
+from .config import load_config
+from .data import load_dataset
+from .errors import cli
+from .quantize import export, quantize
+from .train import build_dir, evaluate, write_json
+
+__all__ = ["build_report", "main"]
+
+DEFAULT_BITS = (16, 8, 6, 4, 3, 2)
+
+
+def _golden(qnet):
+    meta, arrays = export(qnet)
+    return IntegerModel(meta, arrays), meta
+
+
+def _accuracy(golden, split):
+    result = golden.run(split.images)
+    return float((result["classes"] == split.labels).mean()), result
+
+
+def sqnr_db(reference, quantized):
+    noise = float(np.sum((reference - quantized) ** 2))
+    signal = float(np.sum(reference ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal else -math.inf
+
+
+def layer_table(config, model, golden, meta, split, sample=2000):
+    """Per layer: formats, acc bits, saturations (whole split) and SQNR (first ``sample``)."""
+    float_taps = {}
+    with torch.no_grad():
+        model.eval()
+        model(torch.from_numpy(split.images[:sample]), taps=float_taps)
+    result = golden.run(split.images[:sample], taps=True)
+    rows = []
+    for spec, d in zip(config.layers, meta["layers"], strict=True):
+        ref = float_taps[spec.name].double().numpy().reshape(sample, -1)
+        codes = result["taps"][spec.name].reshape(sample, -1).astype(np.float64)
+        if d.get("final") and spec.kind == "rbf":
+            frac = 2 * d["in_format"]["frac"]
+            q, ref = -codes / 2.0 ** frac, ref
+        elif d.get("final"):
+            q = codes / 2.0 ** d["acc_frac"][0]
+        else:
+            q = codes / 2.0 ** d["out_format"]["frac"]
+        rows.append({
+            "layer": spec.name, "kind": d["kind"] if d["kind"] != "pool" else d["mode"] + "pool",
+            "in_format": d["in_format"], "weight_format": d.get("weight_format"),
+            "out_format": d.get("out_format"), "acc_bits": d.get("acc_bits"),
+            "activation": d.get("activation", {}).get("kind", "-"),
+            "sqnr_db": round(sqnr_db(ref, q), 2),
+        })
+    return rows
+
+
+def _fmt(f):
+    if not f:
+        return "-"
+    frac = f["frac"]
+    frac = f"{min(frac)}..{max(frac)}" if isinstance(frac, list) else frac
+    return f"{'s' if f['signed'] else 'u'}{f['bits']}.f{frac}"
+
+
+def _plots(out, report, confusion, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, marker in (("ptq", "o"), ("qat", "s")):
+        rows = [r for r in report["rows"] if r["method"] == method]
+        if rows:
+            ax.plot([r["wbits"] for r in rows], [100 * r["accuracy"] for r in rows],
+                    marker=marker, label=method.upper())
+    ax.axhline(100 * report["float_accuracy"], color="gray", ls="--", label="float")
+    ax.set_xlabel("weight and activation bits (W = A)")
+    ax.set_ylabel("golden test accuracy (%)")
+    lo = min([100 * r["accuracy"] for r in report["rows"]] + [95])
+    ax.set_ylim(max(lo - 1, 0), 100)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([r["wbits"] for r in report["rows"] if r["method"] == "ptq"])
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{title}: accuracy vs bit width")
+    fig.tight_layout()
+    fig.savefig(out / "quant_accuracy.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(np.log1p(confusion), cmap="Blues")
+    for i in range(confusion.shape[0]):
+        for j in range(confusion.shape[1]):
+            if confusion[i, j]:
+                ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if i == j else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_xticks(range(confusion.shape[1]))
+    ax.set_yticks(range(confusion.shape[0]))
+    ax.set_title(f"{title}: confusion matrix ({report['default']['label']})")
+    fig.tight_layout()
+    fig.savefig(out / "quant_confusion.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    layers = report["layers"]
+    values = [min(r["sqnr_db"], 120) for r in layers]
+    ax.bar([r["layer"] for r in layers], values, color="tab:purple")
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title(f"{title}: per-layer signal-to-quantization-noise ({report['default']['label']})")
+    fig.tight_layout()
+    fig.savefig(out / "quant_sqnr.png", dpi=100)
+    plt.close(fig)
+
+
+def build_report(config, model, data, bits=DEFAULT_BITS, qat_epochs=None, log=print):
+    """Measure everything the report shows; return the quant.json dict and the confusion."""
+    float_acc = evaluate(model, data.test)
+    log(f"float test accuracy {100 * float_acc:.2f}%")
+    rows = []
+    cfg = config
+    if qat_epochs is not None:
+        quant = dict(config.quant, qat_epochs=qat_epochs)
+        cfg = copy.copy(config)
+        object.__setattr__(cfg, "quant", quant)
+    for method in ("ptq", "qat"):
+        for b in bits:
+            start = time.time()
+            qnet = quantize(cfg, copy.deepcopy(model), data, b, b, use_qat=method == "qat",
+                            log=lambda *a: None)
+            golden, _ = _golden(qnet)
+            acc, result = _accuracy(golden, data.test)
+            rows.append({"wbits": b, "abits": b, "method": method, "accuracy": acc,
+                         "saturations": sum(result["saturations"].values()),
+                         "seconds": round(time.time() - start, 1)})
+            log(f"{method.upper()} W{b}A{b}: {100 * acc:.2f}% ({rows[-1]['seconds']} s)")
+    wb, ab = config.quant["wbits"], config.quant["abits"]
+    qnet = quantize(config, copy.deepcopy(model), data, log=lambda *a: None)
+    golden, meta = _golden(qnet)
+    acc, result = _accuracy(golden, data.test)
+    k = config.num_classes
+    confusion = np.bincount(data.test.labels * k + result["classes"], minlength=k * k)
+    confusion = confusion.reshape(k, k)
+    ok = [r for r in rows if r["accuracy"] >= float_acc - 0.001]
+    best = min(ok, key=lambda r: (r["wbits"], r["method"] != "ptq")) if ok else None
+    report = {
+        "preset": config.name, "float_accuracy": float_acc, "rows": rows,
+        "default": {"wbits": wb, "abits": ab, "method": "ptq", "accuracy": acc,
+                    "label": f"PTQ W{wb}A{ab}", "saturations": result["saturations"]},
+        "recommended": best,
+        "layers": layer_table(config, model, golden, meta, data.test),
+        "test_images": len(data.test),
+    }
+    for row, sat in zip(report["layers"], config.layers, strict=True):
+        row["saturations"] = result["saturations"].get(sat.name, 0)
+    return report, confusion
+
+
+def write_markdown(path, report, config):
+    pct = lambda a: f"{100 * a:.2f}%"
+    lines = [
+        f"# Quantization report: {config.name}", "",
+        f"Float model: **{pct(report['float_accuracy'])}** on {report['test_images']:,} test "
+        f"images. Quantized accuracies are measured with the golden integer model (what the "
+        f"hardware computes), W = A bits, power-of-two scales.", "",
+        "![accuracy vs bits](quant_accuracy.png)", "",
+        "| bits (W=A) | PTQ | QAT | PTQ − float |", "|---:|---:|---:|---:|",
+    ]
+    by = {(r["wbits"], r["method"]): r for r in report["rows"]}
+    for b in sorted({r["wbits"] for r in report["rows"]}, reverse=True):
+        ptq, qat = by.get((b, "ptq")), by.get((b, "qat"))
+        delta = f"{100 * (ptq['accuracy'] - report['float_accuracy']):+.2f}" if ptq else "-"
+        lines.append(f"| {b} | {pct(ptq['accuracy']) if ptq else '-'} | "
+                     f"{pct(qat['accuracy']) if qat else '-'} | {delta} |")
+    d = report["default"]
+    lines += ["", f"## Default format: {d['label']} ({pct(d['accuracy'])})", "",
+              "The config's `[quant]` section sets it; the fake-quantized PyTorch model, the "
+              "golden model and the RTL compute exactly these numbers.", ""]
+    rec = report["recommended"]
+    if rec:
+        lines += [f"Smallest width within 0.1 point of float: **{rec['method'].upper()} "
+                  f"W{rec['wbits']}A{rec['abits']}** ({pct(rec['accuracy'])}).", ""]
+    lines += ["| layer | kind | activation | in | weights | out | acc bits | saturations | "
+              "SQNR (dB) |", "|---|---|---|---|---|---|---:|---:|---:|"]
+    for r in report["layers"]:
+        lines.append(f"| {r['layer']} | {r['kind']} | {r['activation']} | {_fmt(r['in_format'])} "
+                     f"| {_fmt(r['weight_format'])} | {_fmt(r['out_format'])} | "
+                     f"{r['acc_bits'] or '-'} | {r['saturations']:,} | {r['sqnr_db']} |")
+    lines += ["", "Formats read `s8.f5`: signed, 8 bits, 5 fractional bits (value = code · 2^-5). "
+              "Saturations are counted over the whole test split; SQNR compares each layer's "
+              "dequantized output with the float model's on 2,000 test images.", "",
+              "![per-layer SQNR](quant_sqnr.png)", "", "![confusion matrix](quant_confusion.png)",
+              ""]
+    path.write_text("\n".join(lines))
+
+
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m quant.report", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", help="output folder (default build/<preset>)")
+    parser.add_argument("--bits", default=",".join(map(str, DEFAULT_BITS)))
+    parser.add_argument("--qat-epochs", type=int, help="override quant.qat_epochs")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    out = Path(args.out) if args.out else build_dir(config)
+    from .model import load_checkpoint
+    model = load_checkpoint(config, out / "model.pt")
+    data = load_dataset(config.dataset)
+    bits = tuple(int(b) for b in args.bits.split(","))
+    torch.set_num_threads(config.train["threads"])
+    report, confusion = build_report(config, model, data, bits, args.qat_epochs)
+    reports = out / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    _plots(reports, report, confusion, config.name)
+    write_json(reports / "quant.json", report)
+    write_markdown(reports / "quant.md", report, config)
+    print(f"report: {reports / 'quant.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
