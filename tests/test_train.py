@@ -81,3 +81,24 @@ def test_openmp_waiters_sleep():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, env=env)
     assert result.stdout.strip() == "PASSIVE", result.stderr
+
+
+def test_rbf_loss_sees_unsaturated_logits(monkeypatch):
+    """Raw negative distances (spread of hundreds) saturated the softmax: training stalled at
+    91% for lenet5-1998. The loss must see scores scaled by train.logit_scale."""
+    import torch.nn.functional as F
+
+    import quant.train as qt
+    from quant.data import load_dataset
+    seen = []
+    real = F.cross_entropy
+
+    def spy(logits, labels):
+        seen.append(logits.detach())
+        return real(logits, labels)
+    monkeypatch.setattr(qt.F, "cross_entropy", spy)
+    config = load_config("lenet5-1998")
+    qt.train(config, load_dataset("mnist"), epochs=1, limit=1024, log=lambda *a: None)
+    last = seen[-1]
+    spread = (last.max(dim=1).values - last.min(dim=1).values).median().item()
+    assert 0.05 < spread < 2, spread  # unscaled distances: > 5 after the same 1,024 images
