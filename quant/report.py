@@ -88,23 +88,29 @@ def _plots(out, report, confusion, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, marker in (("ptq", "o"), ("qat", "s")):
-        rows = [r for r in report["rows"] if r["method"] == method]
-        if rows:
-            ax.plot([r["wbits"] for r in rows], [100 * r["accuracy"] for r in rows],
-                    marker=marker, label=method.upper())
-    ax.axhline(100 * report["float_accuracy"], color="gray", ls="--", label="float")
-    ax.set_xlabel("weight and activation bits (W = A)")
-    ax.set_ylabel("golden test accuracy (%)")
-    lo = min([100 * r["accuracy"] for r in report["rows"]] + [95])
-    ax.set_ylim(max(lo - 1, 0), 100)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([r["wbits"] for r in report["rows"] if r["method"] == "ptq"])
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.legend()
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{title}: accuracy vs bit width")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    widths = [r["wbits"] for r in report["rows"] if r["method"] == "ptq"]
+    float_pct = 100 * report["float_accuracy"]
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        for method, marker in (("ptq", "o"), ("qat", "s")):
+            rows = [r for r in report["rows"] if r["method"] == method]
+            if rows:
+                ax.plot([r["wbits"] for r in rows], [100 * r["accuracy"] for r in rows],
+                        marker=marker, label=method.upper())
+        ax.axhline(float_pct, color="gray", ls="--", label="float")
+        ax.set_xlabel("weight and activation bits (W = A)")
+        ax.set_ylabel("golden test accuracy (%)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths)
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.grid(alpha=0.3)
+        if zoom:
+            ax.set_ylim(float_pct - 2, min(100, float_pct + 0.5))
+            ax.set_title("zoom: within 2 points of float")
+        else:
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{title}: accuracy vs bit width")
+            ax.legend()
     fig.tight_layout()
     fig.savefig(out / "quant_accuracy.png", dpi=100)
     plt.close(fig)
