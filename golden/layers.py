@@ -29,6 +29,7 @@ ACC_KINDS = ("conv", "dense", "subsample", "rbf")
 
 # Float64 products are used while every partial sum is below this bound (2^53 with a margin).
 _FLOAT_EXACT = 2.0 ** 52
+_FLOAT32_EXACT = 2.0 ** 23  # float32 holds every integer below 2^24; keep a margin of one bit
 # Int64 products are used below this bound; beyond it the operands cannot be handled.
 _INT_EXACT = 2.0 ** 62
 # Elements of one im2col block: ~8 MiB of float64 per block.
@@ -73,11 +74,21 @@ def _product_bound(where, x, weight_rows, bias):
     return bound
 
 
+def _exact_dtype(bound):
+    """The cheapest dtype whose arithmetic is exact for partial sums below ``bound``.
+
+    Integers of magnitude below 2^24 (float32) or 2^53 (float64), and sums staying below those
+    bounds, are represented exactly, so a float matrix product of codes is the integer product.
+    """
+    if bound < _FLOAT32_EXACT:
+        return np.float32
+    return np.float64 if bound < _FLOAT_EXACT else np.int64
+
+
 def _exact_matmul(a, b, bound):
-    """Return ``a @ b`` exactly as int64, in float64 when ``bound`` allows it."""
-    if bound < _FLOAT_EXACT:
-        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
-    return np.matmul(a.astype(np.int64), b.astype(np.int64))
+    """Return ``a @ b`` exactly as int64, in float32 or float64 when ``bound`` allows it."""
+    dtype = _exact_dtype(bound)
+    return np.matmul(a.astype(dtype), b.astype(dtype)).astype(np.int64)
 
 
 def _check_size(where, x, size):
@@ -163,7 +174,7 @@ def conv2d(x, weight, bias):
     fan_in, positions = channels * k * k, out_h * out_w
     rows = weight.reshape(out_channels, fan_in)
     bound = _product_bound(where, x, rows, bias)
-    dtype = np.float64 if bound < _FLOAT_EXACT else np.int64
+    dtype = _exact_dtype(bound)
     matrix = rows.astype(dtype)
     out = np.empty((n, out_channels, out_h, out_w), dtype=np.int64)
     # im2col one block of images at a time, into buffers reused across blocks (small enough to
