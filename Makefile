@@ -16,10 +16,16 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup tools train eval checkpoint quantize qmodel report verilog test test-slow lint clean distclean
+.PHONY: help setup tools train eval checkpoint quantize qmodel report verilog sim sim-full bench test test-slow lint clean distclean
 WBITS ?=
 ABITS ?=
 QAT   ?=
+WAVES ?=
+FOLDING ?=
+GAPS ?=
+BACKPRESSURE ?=
+SIMFLAGS = $(if $(filter 1,$(WAVES)),--waves) $(if $(FOLDING),--folding '$(FOLDING)') \
+           $(if $(GAPS),--gaps $(GAPS)) $(if $(BACKPRESSURE),--backpressure $(BACKPRESSURE))
 QFLAGS = $(if $(WBITS),--wbits $(WBITS)) $(if $(ABITS),--abits $(ABITS)) $(if $(filter 1,$(QAT)),--qat)
 
 help:
@@ -42,6 +48,13 @@ tools:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
 	  else \
 	    echo "error: Icarus Verilog is missing and cannot be installed here; run 'sudo apt-get install -y iverilog'" >&2; exit 1; \
+	  fi; }
+	@test -f /usr/include/lz4.h || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing liblz4-dev (Verilator FST waves)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblz4-dev >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liblz4-dev >/dev/null; } || \
+	    echo "note: liblz4-dev unavailable; Verilator waves fall back to VCD" >&2; \
 	  fi; }
 
 ## train: train the float model of PRESET: build/PRESET/model.pt, reports/train.json + curves.
@@ -69,6 +82,19 @@ qmodel: $(OUT)/qmodel.json
 ## verilog: Verilog of PRESET with the config's folding -> build/PRESET/rtl/ (+ cycles.json).
 verilog: $(STAMP) $(OUT)/qmodel.json
 	$(PY) -m hw.build --config $(CONFIG) --out $(OUT)/rtl $(if $(TARGET_CYCLES),--target-cycles $(TARGET_CYCLES))
+
+## sim: the main job: checkpoint -> quantize -> Verilog -> RTL simulation of N test images vs golden.
+sim: setup
+	$(PY) -m sim.run --config $(CONFIG) --out $(OUT) --n $(N) --sim $(SIM) $(SIMFLAGS)
+
+## sim-full: all 10,000 test images on Verilator (compiled Verilog testbench), 0 mismatches required.
+sim-full: setup
+	$(PY) -m sim.run --config $(CONFIG) --out $(OUT) --full $(if $(FOLDING),--folding '$(FOLDING)')
+
+## bench: simulation speed (Icarus, Verilator, whole sim run) and golden vs PyTorch speed -> build/bench/.
+bench: setup
+	$(PY) -m quant.bench
+	$(PY) -m sim.bench --config $(CONFIG)
 
 ## report: quantization accuracy report -> build/PRESET/reports/quant.{md,json} + PNGs.
 report: checkpoint

@@ -1,0 +1,67 @@
+"""python -m sim.run: user errors are one line without a traceback."""
+
+import pytest
+
+from sim import run
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _discard_unused():
+    yield
+    from hw.simulation import discard_unused
+    discard_unused()
+
+
+def _error(capsys, argv):
+    code = run.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_bad_config(capsys, tmp_path):
+    code, err = _error(capsys, ["--config", str(tmp_path / "nope.toml"), "--n", "1"])
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error: config ")
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_bad_gaps(capsys):
+    code, err = _error(capsys, ["--gaps", "2", "--n", "1"])
+    assert code == 2 and err == ["error: --gaps 2.0: use a probability in 0..0.95"]
+
+
+def test_missing_simulator(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, err = _error(capsys, ["--sim", "icarus", "--n", "1"])
+    assert code == 2
+    assert len(err) == 1 and "Icarus Verilog is missing" in err[0]
+
+
+def test_bad_folding(capsys):
+    pytest.importorskip("golden")
+    code, err = _error(capsys, ["--folding", "[{\"pe\": 7, \"simd\": 1}]", "--n", "1",
+                                "--sim", "icarus"])
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: folding: ")
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_run_two_images_icarus(capsys):
+    import json
+
+    from sim.fixtures import QMODEL_DIR
+    from sim.tools import simulator_available
+    if simulator_available("icarus"):
+        pytest.skip(simulator_available("icarus"))
+    code = run.main(["--n", "2", "--sim", "icarus", "--folding", "target:4096"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "0 mismatches" in out
+    summary = json.loads((QMODEL_DIR / "sim" / "summary.json").read_text())
+    for key in ("preset", "simulator", "images", "mismatches", "rtl_accuracy",
+                "golden_accuracy", "cycles_per_image", "latency_cycles", "wall_seconds"):
+        assert key in summary
+    assert summary["mismatches"] == 0 and summary["images"] == 2
+    assert summary["cycles_per_image"] == summary["model_cycles_per_image"]
