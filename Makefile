@@ -16,10 +16,13 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 export PYTHONDONTWRITEBYTECODE := 1
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup tools train eval checkpoint quantize qmodel report verilog sim sim-full bench test test-slow lint clean distclean
+.PHONY: help setup tools train eval checkpoint quantize qmodel report verilog sim sim-full bench synth sweep board test test-slow lint clean distclean
 WBITS ?=
 ABITS ?=
 QAT   ?=
+DEVICE ?= up5k
+BOARD ?= icebreaker
+SYNTH_ARGS ?=
 WAVES ?=
 FOLDING ?=
 GAPS ?=
@@ -38,7 +41,7 @@ setup: $(STAMP) tools
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fpga]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 tools:
@@ -95,6 +98,18 @@ sim-full: setup
 bench: setup
 	$(PY) -m quant.bench
 	$(PY) -m sim.bench --config $(CONFIG)
+
+## synth: yosys + nextpnr (DEVICE=up5k|ecp5-85|...) -> build/PRESET/synth/DEVICE.{json,md}.
+synth: setup
+	$(PY) -m hw.synth --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
+
+## sweep: foldings smallest to fastest, each synthesized -> build/PRESET/synth/sweep-DEVICE.*.
+sweep: setup
+	$(PY) -m hw.sweep --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
+
+## board: bitstream with a UART host link (BOARD=icebreaker|ulx3s-85f|upduino_v3); see docs/fpga.md.
+board: setup
+	$(PY) -m hw.board --board $(BOARD) $(SYNTH_ARGS)
 
 ## report: quantization accuracy report -> build/PRESET/reports/quant.{md,json} + PNGs.
 report: checkpoint

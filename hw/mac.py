@@ -10,7 +10,7 @@ from amaranth.utils import ceil_log2
 from .arith import counter_shape, format_range, format_shape, rom_depth, select
 
 __all__ = ["MacStage", "tree_sum", "simd_split", "simd_options", "group_steps", "tree_stages",
-           "mac_extra_latency", "TREE_FANIN", "LARGE_MEMORY_BITS"]
+           "mac_extra_latency", "TREE_FANIN", "LARGE_MEMORY_BITS", "LOADED_WEIGHTS"]
 
 #: Terms summed in one pipeline stage of the adder tree (3 adder levels).
 TREE_FANIN = 8
@@ -19,6 +19,11 @@ TREE_FANIN = 8
 #: (candidates for iCE40 SPRAM / UltraRAM; each lane's weights are one memory with one
 #: synchronous read port, so a platform can map them one by one).
 LARGE_MEMORY_BITS = 16 * 1024
+
+
+#: Name prefix of the loadable weight memories (``weight_load``); synthesis scripts select
+#: them by it (e.g. to map them to iCE40 SPRAM, which has no initial contents).
+LOADED_WEIGHTS = "loaded_weights"
 
 
 def tree_sum(values):
@@ -152,14 +157,24 @@ class MacStage(wiring.Component):
         Connection table; unconnected pairs must have zero weights.
     dense : bool
         Name the window ``in_features`` in messages (a dense layer).
+    weight_load : bool
+        Keep the weights in writable memories without initial contents (e.g. iCE40 SPRAM),
+        filled through the ``w`` stream after reset, instead of ROMs. Each lane's memory has
+        one address shared by its write and read ports (a single-port RAM). The stage issues
+        no step before ``loaded``; the arithmetic is the same as with ROMs.
 
     Members
     -------
     i : ``In(stream.Signature(ArrayLayout(in code, channels)))``
     o : ``Out(stream.Signature(ArrayLayout(out code, out_channels)))``
+    w : ``In(stream.Signature(weight code))`` (``weight_load`` only)
+        The weights, one code per beat, in :meth:`load_codes` order.
+    loaded : ``Out(1)`` (``weight_load`` only)
+        High once every weight has been written (until reset).
     """
     def __init__(self, *, label, in_shape, in_format, weight_format, weight, bias, acc_bits,
-                 activation, op="mul", pe=1, simd=1, connections=None, dense=False):
+                 activation, op="mul", pe=1, simd=1, connections=None, dense=False,
+                 weight_load=False):
         weight = np.asarray(weight, dtype=np.int64)
         if weight.ndim != 4:
             raise ValueError(f"{label}: weight must have 4 dimensions [O, C, kh, kw], "
@@ -222,8 +237,14 @@ class MacStage(wiring.Component):
             out_code = format_shape(activation.out_format)
         in_layout = data.ArrayLayout(format_shape(in_format), channels)
         out_layout = data.ArrayLayout(out_code, out_channels)
-        super().__init__({"i": In(stream.Signature(in_layout)),
-                          "o": Out(stream.Signature(out_layout))})
+        if not isinstance(weight_load, bool):
+            raise TypeError(f"{label}: weight_load must be a bool, not {weight_load!r}")
+        self._weight_load = weight_load
+        members = {"i": In(stream.Signature(in_layout)), "o": Out(stream.Signature(out_layout))}
+        if weight_load:
+            members["w"] = In(stream.Signature(format_shape(weight_format)))
+            members["loaded"] = Out(1)
+        super().__init__(members)
 
     label = property(lambda self: self._label)
     in_shape = property(lambda self: self._in_shape)
@@ -289,6 +310,19 @@ class MacStage(wiring.Component):
             lut_bits=0 if table is None else len(table) * format_shape(
                 self._activation.out_format).width)
 
+    @property
+    def weight_load(self):
+        """Whether the weights are loaded through ``w`` (else they are ROM contents)."""
+        return self._weight_load
+
+    def load_codes(self):
+        """Return the weight codes in the order the ``w`` stream takes them.
+
+        Lane by lane (``pe`` lanes), each lane's memory words in address order, each word's
+        ``simd`` elements in order; the same words the ROMs would hold.
+        """
+        return [v for lane in range(self._pe) for row in self._weight_init(lane) for v in row]
+
     def _weight_init(self, lane):
         kh, kw = self._kernel
         c_block, t, r = self._split
@@ -303,6 +337,51 @@ class MacStage(wiring.Component):
                                      for i in range(r) for j in range(t)
                                      for s in range(c_block)])
         return rows
+
+    def _weight_rams(self, m, read_addr, adv, w_code):
+        """Build the loadable weight memories; return their read ports (one per lane)."""
+        pe, simd = self._pe, self._simd
+        rows = len(self._weight_init(0))
+        lane = Signal(counter_shape(pe))
+        addr = Signal(counter_shape(rows))
+        elem = Signal(counter_shape(simd))
+        width = w_code.width
+        gathered = Signal(width * simd)
+        word = Signal(width * simd)
+        if simd == 1:
+            m.d.comb += word.eq(self.w.payload)
+        else:
+            m.d.comb += word.eq(Cat(gathered[width:], self.w.payload))
+        take = Signal()
+        write = Signal()
+        m.d.comb += [self.w.ready.eq(~self.loaded), take.eq(self.w.valid & self.w.ready),
+                     write.eq(take & (elem == simd - 1))]
+        with m.If(take):
+            m.d.sync += gathered.eq(word)
+            m.d.sync += elem.eq(Mux(elem == simd - 1, 0, elem + 1))
+        with m.If(write):
+            with m.If(addr == rows - 1):
+                m.d.sync += addr.eq(0)
+                with m.If(lane == pe - 1):
+                    m.d.sync += self.loaded.eq(1)
+                with m.Else():
+                    m.d.sync += lane.eq(lane + 1)
+            with m.Else():
+                m.d.sync += addr.eq(addr + 1)
+        shared = Signal(counter_shape(rows))
+        m.d.comb += shared.eq(Mux(self.loaded, read_addr, addr))
+        ports = []
+        for k in range(pe):
+            ram = Memory(shape=data.ArrayLayout(w_code, simd), depth=rom_depth(rows), init=[])
+            m.submodules[f"{LOADED_WEIGHTS}_{k}"] = ram
+            wr = ram.write_port()
+            rd = ram.read_port()
+            # Reads only once loaded, writes only before: never both in one cycle, as a
+            # single-port RAM without read-during-write (iCE40 SPRAM) requires.
+            m.d.comb += [wr.addr.eq(shared), wr.data.eq(word), wr.en.eq(write & (lane == k)),
+                         rd.addr.eq(shared), rd.en.eq(adv & self.loaded)]
+            ports.append(rd)
+        return ports
 
     def elaborate(self, platform):
         m = Module()
@@ -373,7 +452,11 @@ class MacStage(wiring.Component):
         wa = Signal(counter_shape(len(self._weight_init(0))))   # weight ROM address
         can = Signal()
         issue = Signal()
-        m.d.comb += [can.eq(filled >= kh), issue.eq(can & adv)]
+        if self._weight_load:
+            m.d.comb += can.eq((filled >= kh) & self.loaded)
+        else:
+            m.d.comb += can.eq(filled >= kh)
+        m.d.comb += issue.eq(can & adv)
 
         # Channel blocks of the current group: a counter, or a table for a sparse layer.
         full = all(bl == list(range(blocks)) for bl in self._steps)
@@ -516,7 +599,9 @@ class MacStage(wiring.Component):
 
         # Weight ROMs, one per PE lane (one synchronous read port each), read in P1.
         w_ports = []
-        for lane in range(pe):
+        if self._weight_load:
+            w_ports = self._weight_rams(m, p1["wa"], adv, w_code)
+        for lane in range(pe if not self._weight_load else 0):
             init = self._weight_init(lane)
             rom = Memory(shape=data.ArrayLayout(w_code, simd), depth=rom_depth(len(init)),
                          init=init)

@@ -14,8 +14,8 @@ from .output import ClassifyStage
 from .padder import Padder
 from .pool import PoolStage
 
-__all__ = ["MAC_KINDS", "mac_layers", "check_folding", "plan", "mac_cycles", "mac_steps",
-           "connections_of"]
+__all__ = ["MAC_KINDS", "mac_layers", "check_folding", "check_load", "plan", "mac_cycles",
+           "mac_steps", "connections_of"]
 
 #: Layer kinds computed on the PE × SIMD MAC array (and so folded).
 MAC_KINDS = ("conv", "dense", "rbf")
@@ -137,13 +137,26 @@ def _activation(label, layer, arrays, channels):
                       acc_frac=_per_channel(layer["acc_frac"], channels),
                       table=None if table is None else [int(v) for v in table])
 
-def plan(meta, arrays, folding=None):
+def check_load(meta, load):
+    """Validate ``load`` (names of MAC layers whose weights are loaded); return a tuple."""
+    load = tuple(load or ())
+    names = [layer["name"] for _, layer in mac_layers(meta)]
+    for name in load:
+        if name not in names:
+            raise ValueError(f"load: {name!r} is not a MAC layer; weights can be loaded into "
+                             f"{', '.join(names)}")
+    return tuple(n for n in names if n in load)
+
+
+def plan(meta, arrays, folding=None, load=()):
     """Return the list of stage components, input to output, of the integer model.
 
     ``meta`` is ``qmodel.json``, ``arrays`` the int64 arrays of ``qmodel.npz`` (by name),
-    ``folding`` as :func:`check_folding` takes it.
+    ``folding`` as :func:`check_folding` takes it; the MAC layers named in ``load`` keep their
+    weights in loadable memories (``MacStage(weight_load=True)``) instead of ROMs.
     """
     folding = check_folding(meta, folding)
+    load = check_load(meta, load)
     arrays = {name: np.asarray(value, dtype=np.int64) for name, value in arrays.items()}
     inp = meta["input"]
     layers = meta["layers"]
@@ -193,7 +206,8 @@ def plan(meta, arrays, folding=None):
                                    activation=activation, op=op, pe=fold["pe"],
                                    simd=fold["simd"],
                                    connections=connections_of(layer, arrays),
-                                   dense=kind != "conv"))
+                                   dense=kind != "conv",
+                                   weight_load=layer["name"] in load))
         elif kind == "pool":
             stages.append(PoolStage(label=label, mode=layer["mode"], size=layer["size"],
                                     in_shape=shape, in_format=layer["in_format"]))

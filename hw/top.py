@@ -1,11 +1,11 @@
 """The accelerator: the stage chain of an integer model, and its AXI4-Stream wrapper."""
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import format_shape
-from .plan import check_folding, plan
+from .plan import check_folding, check_load, plan
 
 __all__ = ["LeNetAccelerator", "LeNetAxiStream"]
 
@@ -29,14 +29,42 @@ class LeNetAccelerator(wiring.Component):
         row-major, images back to back; padding is inserted inside.
     o : ``Out(stream.Signature(output_layout(num_classes, score_bits)))``
         One beat per image: ``cls``, ``scores``, ``last``.
+    w : ``In(stream.Signature(unsigned(bits)))`` (only with ``load``)
+        The weights of the ``load`` layers after reset, one code per beat (two's complement,
+        ``bits`` = the widest of their weight formats), in :meth:`load_codes` order. No image
+        is computed by a layer before its weights are loaded.
+    loaded : ``Out(1)`` (only with ``load``)
+        High once every loadable layer has its weights.
+
+    ``load`` (keyword): names of MAC layers whose weights are loaded through ``w`` into memories
+    without initial contents (e.g. iCE40 SPRAM) instead of ROMs; default none.
     """
-    def __init__(self, qmodel_meta, arrays, folding=None):
+    def __init__(self, qmodel_meta, arrays, folding=None, *, load=()):
         self._folding = check_folding(qmodel_meta, folding)
-        self._stages = plan(qmodel_meta, arrays, self._folding)
+        self._load = check_load(qmodel_meta, load)
+        self._stages = plan(qmodel_meta, arrays, self._folding, self._load)
+        self._loaders = [st for st in self._stages if getattr(st, "weight_load", False)]
         inp = qmodel_meta["input"]
         in_layout = data.ArrayLayout(format_shape(inp["format"]), inp.get("channels", 1))
         out_signature = self._stages[-1].signature.members["o"].signature
-        super().__init__({"i": In(stream.Signature(in_layout)), "o": Out(out_signature)})
+        members = {"i": In(stream.Signature(in_layout)), "o": Out(out_signature)}
+        if self._loaders:
+            self._w_bits = max(st.w.payload.shape().width for st in self._loaders)
+            members["w"] = In(stream.Signature(unsigned(self._w_bits)))
+            members["loaded"] = Out(1)
+        super().__init__(members)
+
+    @property
+    def load(self):
+        """Names of the layers whose weights are loaded through ``w``."""
+        return self._load
+
+    def load_codes(self):
+        """Return the codes the ``w`` stream takes after reset, as unsigned ``bits`` patterns."""
+        if not self._loaders:
+            return []
+        mask = (1 << self._w_bits) - 1
+        return [v & mask for st in self._loaders for v in st.load_codes()]
 
     @property
     def folding(self):
@@ -58,6 +86,19 @@ class LeNetAccelerator(wiring.Component):
         for a, b in zip(self._stages[:-1], self._stages[1:], strict=True):
             wiring.connect(m, a.o, b.i)
         wiring.connect(m, self._stages[-1].o, wiring.flipped(self.o))
+        if self._loaders:
+            # The w stream goes to the loadable stages one after the other.
+            sel = Signal(range(len(self._loaders) + 1))
+            ready = 0
+            for k, st in enumerate(self._loaders):
+                width = st.w.payload.shape().width
+                m.d.comb += [st.w.payload.eq(self.w.payload[:width]),
+                             st.w.valid.eq(self.w.valid & (sel == k))]
+                ready = ready | (st.w.ready & (sel == k))
+                with m.If((sel == k) & st.loaded):
+                    m.d.sync += sel.eq(k + 1)
+            m.d.comb += [self.w.ready.eq(ready),
+                         self.loaded.eq(Cat(st.loaded for st in self._loaders).all())]
         return m
 
 

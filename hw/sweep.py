@@ -1,0 +1,221 @@
+"""Folding sweep: from the smallest to the fastest accelerator, each one synthesized.
+
+``python -m hw.sweep --config configs/lenet5.toml --device up5k [--points 8 | --quick]
+[--out build/lenet5/synth]`` derives foldings with :func:`hw.cycles.derive_folding` over
+targets spread geometrically between the fastest reachable cycles per image and those of the
+minimal folding, synthesizes each (:func:`hw.synth.synthesize`), and writes
+``<out>/sweep-<device>.json``, ``.md`` (the table) and ``.png``: cycles per image against
+multipliers (with the MAC lower bound ``cycles ≥ MACs / multipliers``) and against LUTs, with
+the Pareto front of the designs that fit marked.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from .cycles import cycle_model, derive_folding
+from .plan import check_folding
+from .synth import DEVICES, add_model_arguments, load_argument, resolve_model, say, synthesize
+
+__all__ = ["fastest_target", "candidate_foldings", "pareto", "sweep", "plot_sweep", "main"]
+
+
+def _try(meta, target):
+    try:
+        return derive_folding(meta, target)
+    except ValueError:
+        return None
+
+
+def fastest_target(meta):
+    """Return the smallest cycles per image any folding reaches (binary search)."""
+    slowest = cycle_model(meta, None)["cycles_per_image"]
+    lo, hi = 1, slowest
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _try(meta, mid) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def candidate_foldings(meta, arrays=None, points=8, samples=96):
+    """Return up to ``points`` distinct foldings from the minimal to the fastest.
+
+    Targets are spread geometrically between the fastest reachable cycles per image and the
+    minimal folding's; the distinct foldings :func:`derive_folding` gives for them are thinned
+    to ``points`` spread evenly in log(cycles), always keeping both ends.
+    """
+    if not isinstance(points, int) or points < 2:
+        raise TypeError(f"points must be an integer >= 2, not {points!r}")
+    slowest = cycle_model(meta, None, arrays)["cycles_per_image"]
+    fastest = fastest_target(meta)
+    found = {}
+    for n in range(samples + 1):
+        target = round(fastest * (slowest / fastest) ** (n / samples))
+        folding = _try(meta, max(fastest, min(slowest, target)))
+        if folding is None:
+            continue
+        key = json.dumps(folding)
+        if key not in found:
+            found[key] = (cycle_model(meta, folding, arrays)["cycles_per_image"], folding)
+    minimal = check_folding(meta, None)
+    found.setdefault(json.dumps(minimal), (slowest, minimal))
+    ordered = sorted(found.values(), key=lambda cf: (-cf[0], json.dumps(cf[1])))
+    # keep the cheapest folding for each cycle count
+    by_cycles = {}
+    for cycles, folding in ordered:
+        cost = cycle_model(meta, folding, arrays)["multipliers"]
+        if cycles not in by_cycles or cost < by_cycles[cycles][0]:
+            by_cycles[cycles] = (cost, folding)
+    ordered = [(c, by_cycles[c][1]) for c in sorted(by_cycles, reverse=True)]
+    if len(ordered) <= points:
+        return [f for _, f in ordered]
+    logs = [math.log(c) for c, _ in ordered]
+    chosen = []
+    for i in range(points):
+        want = logs[0] + (logs[-1] - logs[0]) * i / (points - 1)
+        best = min((j for j in range(len(ordered)) if j not in chosen),
+                   key=lambda j: abs(logs[j] - want))
+        chosen.append(best)
+    return [ordered[j][1] for j in sorted(set(chosen))]
+
+
+def pareto(rows, x="luts", y="cycles_per_image"):
+    """Mark ``row["pareto_<x>"]``: no other fitting row is at least as good in both, better in
+    one."""
+    fit = [r for r in rows if r["fits"]]
+    for r in rows:
+        r[f"pareto_{x}"] = bool(r["fits"]) and not any(
+            o is not r and o[x] <= r[x] and o[y] <= r[y] and (o[x] < r[x] or o[y] < r[y])
+            for o in fit)
+    return rows
+
+
+_COLUMNS = ("cycles_per_image", "multipliers", "luts", "ffs", "dsps", "brams", "spram",
+            "fmax_mhz", "images_per_second", "fits")
+
+
+def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), progress=say):
+    """Synthesize the foldings of :func:`candidate_foldings`; write and return the table."""
+    dev = DEVICES[device] if isinstance(device, str) else device
+    foldings = candidate_foldings(meta, arrays, points)
+    out = Path(out_dir)
+    rows = []
+    for n, folding in enumerate(foldings):
+        progress(f"[sweep {dev.name}] point {n + 1}/{len(foldings)}")
+        result = synthesize(meta, arrays, folding, dev, out / f"sweep-{dev.name}" / f"p{n}",
+                            freq_mhz=freq_mhz, progress=progress, load=load,
+                            tag=f"sweep {dev.name} {n + 1}/{len(foldings)}")
+        row = {k: result.get(k) for k in _COLUMNS}
+        row.update(point=n, folding=folding, macs=result["macs"],
+                   mac_bound_cycles=result["mac_bound_cycles"],
+                   overused=result.get("overused", []), seconds=result["seconds"]["total"])
+        rows.append(row)
+    pareto(rows, "luts")
+    pareto(rows, "multipliers")
+    table = {"device": dev.name, "device_label": dev.label, "capacity": dev.capacity,
+             "load": list(load),
+             "macs": rows[0]["macs"] if rows else None, "rows": rows}
+    json_path = out / f"sweep-{dev.name}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    _write_markdown(table, out / f"sweep-{dev.name}.md")
+    plot_sweep(table, out / f"sweep-{dev.name}.png")
+    progress(f"[sweep {dev.name}] {json_path}")
+    return table
+
+
+def _write_markdown(table, path):
+    def f(v):
+        if v is None:
+            return "—"
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
+    lines = [f"# Folding sweep: {table['device_label'] or table['device']}", "",
+             f"{table['macs']:,} MACs per image; MAC bound: cycles ≥ MACs / multipliers. "
+             f"Pareto (LUTs, cycles) marked ★.", "",
+             "| # | cycles/image | MAC bound | multipliers | LUTs | FFs | DSPs | BRAMs | SPRAM | "
+             "Fmax MHz | images/s | fits | folding (pe×simd) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in table["rows"]:
+        fold = " ".join(f"{e['pe']}×{e['simd']}" for e in r["folding"])
+        fits = f(r["fits"]) if r["fits"] else "no: " + "; ".join(r["overused"]) if \
+            r["overused"] else f(r["fits"])
+        star = " ★" if r.get("pareto_luts") else ""
+        lines.append(f"| {r['point']}{star} | {f(r['cycles_per_image'])} | "
+                     f"{f(r['mac_bound_cycles'])} | {f(r['multipliers'])} | {f(r['luts'])} | "
+                     f"{f(r['ffs'])} | {f(r['dsps'])} | {f(r['brams'])} | {f(r['spram'])} | "
+                     f"{f(r['fmax_mhz'])} | {f(r['images_per_second'])} | {fits} | {fold} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def plot_sweep(table, path):
+    """Plot cycles per image against multipliers (with the MAC bound) and against LUTs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = table["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, x, label in ((axes[0], "multipliers", "multipliers (PE × SIMD)"),
+                         (axes[1], "luts", "LUTs (logic cells on iCE40)")):
+        fit = [r for r in rows if r["fits"]]
+        over = [r for r in rows if not r["fits"]]
+        ax.scatter([r[x] for r in fit], [r["cycles_per_image"] for r in fit], color="tab:blue",
+                   label="fits", zorder=3)
+        if over:
+            ax.scatter([r[x] for r in over], [r["cycles_per_image"] for r in over],
+                       marker="x", color="tab:red", label="does not fit", zorder=3)
+        front = sorted((r for r in rows if r.get(f"pareto_{x}")), key=lambda r: r[x])
+        if front:
+            ax.plot([r[x] for r in front], [r["cycles_per_image"] for r in front], "-",
+                    color="tab:green", label="Pareto front", zorder=2)
+        if x == "multipliers" and table["macs"]:
+            xs = sorted({r[x] for r in rows if r[x]})
+            if xs:
+                lo, hi = xs[0], xs[-1]
+                grid = [lo * (hi / lo) ** (i / 50) for i in range(51)] if hi > lo else [lo]
+                ax.plot(grid, [table["macs"] / m for m in grid], "--", color="gray",
+                        label="MAC bound (MACs / multipliers)")
+        cap = table["capacity"].get(x if x == "luts" else "dsps")
+        if x == "luts" and cap:
+            ax.axvline(cap, color="tab:red", linestyle=":", label=f"device: {cap:,} LUTs")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("cycles per image")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Folding sweep on {table['device_label'] or table['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m hw.sweep",
+                                     description="Synthesize foldings from smallest to fastest.")
+    add_model_arguments(parser)
+    parser.add_argument("--device", required=True, choices=sorted(DEVICES))
+    parser.add_argument("--points", type=int, default=8, help="foldings to synthesize (8)")
+    parser.add_argument("--quick", action="store_true", help="3 points")
+    parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
+    args = parser.parse_args(argv)
+    if args.folding or args.target_cycles:
+        parser.error("the sweep derives its foldings; drop --folding/--target-cycles")
+    meta, arrays, _, preset_dir = resolve_model(parser, args)
+    out = Path(args.out) if args.out else preset_dir / "synth"
+    sweep(meta, arrays, args.device, out, points=3 if args.quick else args.points,
+          freq_mhz=args.freq, load=load_argument(parser, args, meta))
+    for ext in ("json", "md", "png"):
+        print(out / f"sweep-{args.device}.{ext}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
