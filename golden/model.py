@@ -9,6 +9,7 @@ Errors are :class:`QModelError` with one line that names the file, the layer or 
 fix.
 """
 
+import concurrent.futures
 import copy
 import hashlib
 import json
@@ -665,13 +666,27 @@ class IntegerModel:
         scores = []
         saturations = dict.fromkeys(self.layer_names, 0)
         outputs = {name: [] for name in self.layer_names}
-        for x in self._batches(images, batch_size):
+
+        def forward(x):
+            counts, tapped = [], []
             for layer in self._layers:
                 x, _, count = layer.forward(x)
-                saturations[layer.name] += count
+                counts.append(count)
                 if taps:
-                    outputs[layer.name].append(x)
-            scores.append(x)
+                    tapped.append(x)
+            return x, counts, tapped
+
+        # Batches are independent and NumPy releases the GIL in its array loops and matrix
+        # products, so a thread per core runs them side by side; results keep batch order.
+        batches = list(self._batches(images, batch_size))
+        workers = max(1, min(len(batches), os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for x, counts, tapped in pool.map(forward, batches):
+                for layer, count in zip(self._layers, counts, strict=True):
+                    saturations[layer.name] += count
+                for layer, out in zip(self._layers, tapped, strict=False):
+                    outputs[layer.name].append(out)
+                scores.append(x)
         scores = np.concatenate(scores)
         result = {
             "classes": L.classify(scores, self._output_kind),

@@ -4,7 +4,6 @@
 :mod:`hw.top` chains and :mod:`hw.cycles` counts, so a layer kind is described in one place.
 """
 
-import warnings
 
 import numpy as np
 
@@ -64,18 +63,16 @@ def mac_geometry(layer, shape):
 def connections_of(layer, arrays):
     """Return the ``[O, C]`` connection table of a conv layer, or None (full).
 
-    When the layer names a table but ``arrays`` does not hold it, warn and return None: the
-    steps (and cycles) of a sparse layer depend on the table, so the counts are then those of a
-    full table (an upper bound; a folding derived so still meets its target).
+    When the layer names a table but ``arrays`` does not hold it, raise ``ValueError``: the
+    steps, cycles and MACs of a sparse layer depend on its table, and counting it as full would
+    silently report a dense layer's figures.
     """
     name = layer.get("arrays", {}).get("connections")
     if name is None or layer["kind"] != "conv":
         return None
     if arrays is None or name not in arrays:
-        warnings.warn(f"layer {layer['name']!r} has a connection table ({name!r}) but no arrays "
-                      f"were given: counting it as full; pass the model's arrays",
-                      UserWarning, stacklevel=3)
-        return None
+        raise ValueError(f"layer {layer['name']!r} has a connection table ({name!r}) but no "
+                         f"arrays were given; pass the integer model's arrays")
     return np.asarray(arrays[name], dtype=np.int64)
 
 def mac_steps(in_shape, kernel, out_channels, pe, simd, connections=None):

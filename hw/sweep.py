@@ -21,20 +21,20 @@ from .synth import DEVICES, add_model_arguments, load_argument, resolve_model, s
 __all__ = ["fastest_target", "candidate_foldings", "pareto", "sweep", "plot_sweep", "main"]
 
 
-def _try(meta, target):
+def _try(meta, target, arrays):
     try:
-        return derive_folding(meta, target)
+        return derive_folding(meta, target, arrays)
     except ValueError:
         return None
 
 
-def fastest_target(meta):
+def fastest_target(meta, arrays=None):
     """Return the smallest cycles per image any folding reaches (binary search)."""
-    slowest = cycle_model(meta, None)["cycles_per_image"]
+    slowest = cycle_model(meta, None, arrays)["cycles_per_image"]
     lo, hi = 1, slowest
     while lo < hi:
         mid = (lo + hi) // 2
-        if _try(meta, mid) is None:
+        if _try(meta, mid, arrays) is None:
             lo = mid + 1
         else:
             hi = mid
@@ -51,11 +51,11 @@ def candidate_foldings(meta, arrays=None, points=8, samples=96):
     if not isinstance(points, int) or points < 2:
         raise TypeError(f"points must be an integer >= 2, not {points!r}")
     slowest = cycle_model(meta, None, arrays)["cycles_per_image"]
-    fastest = fastest_target(meta)
+    fastest = fastest_target(meta, arrays)
     found = {}
     for n in range(samples + 1):
         target = round(fastest * (slowest / fastest) ** (n / samples))
-        folding = _try(meta, max(fastest, min(slowest, target)))
+        folding = _try(meta, max(fastest, min(slowest, target)), arrays)
         if folding is None:
             continue
         key = json.dumps(folding)

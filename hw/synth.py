@@ -32,7 +32,7 @@ import numpy as np
 
 from .cycles import cycle_model, derive_folding
 from .mac import LOADED_WEIGHTS
-from .plan import MAC_KINDS, check_folding, check_load
+from .plan import check_folding, check_load
 
 __all__ = ["Device", "DEVICES", "synthesize", "folding_from_config", "resolve_model",
            "add_model_arguments", "write_report", "main"]
@@ -512,21 +512,10 @@ def write_report(result, out_dir):
     return json_path
 
 
-def folding_from_config(config, meta):
-    """Return the folding the config's ``[hardware]`` section asks for."""
-    hardware = config.hardware
-    mode = hardware.get("folding", "minimal")
-    if mode == "minimal":
-        return check_folding(meta, None)
-    if mode == "target":
-        return derive_folding(meta, int(hardware["target_cycles"]))
-    per_layer = hardware.get("layers", {})
-    folding = []
-    for layer in meta["layers"]:
-        if layer["kind"] in MAC_KINDS:
-            entry = per_layer.get(layer["name"], {})
-            folding.append({"pe": int(entry.get("pe", 1)), "simd": int(entry.get("simd", 1))})
-    return check_folding(meta, folding)
+def folding_from_config(config, meta, arrays=None):
+    """Return the folding the config's ``[hardware]`` section asks for (see hw.build)."""
+    from .build import folding_from_config as resolve
+    return resolve(config, meta, arrays=arrays)
 
 
 def add_model_arguments(parser):
@@ -567,14 +556,14 @@ def resolve_model(parser, args):
         parser.error("give --folding or --target-cycles, not both")
     try:
         if args.target_cycles:
-            folding = derive_folding(meta, args.target_cycles)
+            folding = derive_folding(meta, args.target_cycles, arrays)
         elif args.folding:
             text = args.folding
             if Path(text).is_file():
                 text = Path(text).read_text(encoding="utf-8")
             folding = check_folding(meta, json.loads(text))
         elif config is not None:
-            folding = folding_from_config(config, meta)
+            folding = folding_from_config(config, meta, arrays)
         else:
             folding = check_folding(meta, None)
     except (ValueError, TypeError) as exc:

@@ -99,7 +99,7 @@ def main(argv=None):
     from hw.top import LeNetAccelerator
     from quant.data import load_dataset
     model = golden.load(qdir)
-    folding = parse_folding(args.folding, model.meta)
+    folding = parse_folding(args.folding, model.meta, dict(model.arrays))
     out = Path(args.out)
     rtl_dir = out / "rtl"
     paths, cycles_model, folding = ensure_rtl(qdir, folding, rtl_dir)

@@ -22,7 +22,7 @@ def fast_rtl(tag="fast", arrays=None, target=TEST_TARGET_CYCLES):
     """Generate (or reuse) the lenet5 RTL with a fast folding under build/lenet5/sim-tests/."""
     from hw.cycles import derive_folding
     model = lenet5_qmodel()
-    folding = derive_folding(model.meta, target)
+    folding = derive_folding(model.meta, target, dict(model.arrays))
     rtl_dir = QMODEL_DIR / "sim-tests" / tag / "rtl"
     paths, cycles, folding = ensure_rtl(QMODEL_DIR, folding, rtl_dir, arrays=arrays)
     return Path(paths["top"]), cycles, folding

@@ -43,33 +43,20 @@ def ensure_qmodel(config_path, out_dir):
     return out
 
 
-def config_folding(config, meta):
+def config_folding(config, meta, arrays):
     """Return the folding of the config's ``[hardware]`` section for the integer model."""
-    from hw.cycles import derive_folding
-    from hw.plan import mac_layers
-    hw = config.hardware
-    if hw["folding"] == "minimal":
-        return None
-    if hw["folding"] == "target":
-        try:
-            return derive_folding(meta, int(hw["target_cycles"]))
-        except ValueError as exc:
-            raise UserError(f"config {config.path.name}: hardware.target_cycles: {exc}") \
-                from None
-    per_layer = hw.get("layers", {})
-    return [{"pe": per_layer.get(layer["name"], {}).get("pe", 1),
-             "simd": per_layer.get(layer["name"], {}).get("simd", 1)}
-            for _, layer in mac_layers(meta)]
+    from hw.build import folding_from_config
+    return folding_from_config(config, meta, arrays=arrays)
 
 
-def parse_folding(text, meta):
+def parse_folding(text, meta, arrays):
     """Parse ``--folding``: ``minimal``, ``target:<cycles>``, a JSON list, or a JSON file."""
     from hw.cycles import derive_folding
     if text == "minimal":
         return None
     if text.startswith("target:"):
         try:
-            return derive_folding(meta, int(text.split(":", 1)[1]))
+            return derive_folding(meta, int(text.split(":", 1)[1]), arrays)
         except ValueError as exc:
             raise UserError(f"--folding {text}: {exc}") from None
     path = Path(text)

@@ -35,11 +35,11 @@ __all__ = ["main", "fastest_folding", "FULL_TARGET_CYCLES"]
 FULL_TARGET_CYCLES = 4096
 
 
-def fastest_folding(meta, target=FULL_TARGET_CYCLES):
+def fastest_folding(meta, arrays, target=FULL_TARGET_CYCLES):
     """Return the cheapest folding meeting ``target`` cycles per image (else the fastest)."""
     from hw.cycles import derive_folding, stage_table
     try:
-        return derive_folding(meta, target)
+        return derive_folding(meta, target, arrays)
     except ValueError:
         pass
     from hw.plan import layer_shapes, mac_geometry, mac_layers
@@ -48,7 +48,7 @@ def fastest_folding(meta, target=FULL_TARGET_CYCLES):
     for index, layer in mac_layers(meta):
         in_shape, _, out_channels = mac_geometry(layer, shapes[index])
         full.append({"pe": out_channels, "simd": in_shape[0]})
-    return derive_folding(meta, max(st["cycles"] for st in stage_table(meta, full)))
+    return derive_folding(meta, max(st["cycles"] for st in stage_table(meta, full, arrays)), arrays)
 
 
 def _parser():
@@ -104,11 +104,11 @@ def main(argv=None):
     import golden
     qmodel = golden.load(out)
     if args.folding:
-        folding = parse_folding(args.folding, qmodel.meta)
+        folding = parse_folding(args.folding, qmodel.meta, dict(qmodel.arrays))
     elif args.full:
-        folding = fastest_folding(qmodel.meta)
+        folding = fastest_folding(qmodel.meta, dict(qmodel.arrays))
     else:
-        folding = config_folding(config, qmodel.meta)
+        folding = config_folding(config, qmodel.meta, dict(qmodel.arrays))
     rtl_dir = out / "rtl"
     paths, cycles, folding = ensure_rtl(out, folding, rtl_dir)
 
