@@ -24,7 +24,7 @@ from pathlib import Path
 from quant.config import ConfigError, load_config
 from quant.errors import UserError, cli
 
-__all__ = ["folding_from_config", "main"]
+__all__ = ["folding_from_config", "parse_folding", "resolve_folding", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 MAC_KINDS = ("conv", "dense", "rbf")
@@ -59,6 +59,44 @@ def folding_from_config(config, meta, target_cycles=None, arrays=None):
         raise ConfigError(f"{where}: {exc}; change [hardware.layers.<name>] pe/simd") from None
 
 
+def parse_folding(text, meta, arrays):
+    """Parse a folding argument: ``minimal``, ``target:<cycles>``, a JSON list of
+    ``{"pe", "simd"}`` per MAC layer, or a file holding one; return the checked folding.
+
+    Raise :class:`quant.errors.UserError` naming the argument and the accepted forms.
+    """
+    from .cycles import derive_folding
+    from .plan import check_folding
+    try:
+        if text == "minimal":
+            return check_folding(meta, None)
+        if text.startswith("target:"):
+            return derive_folding(meta, int(text.split(":", 1)[1]), arrays)
+        path = Path(text)
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+        return check_folding(meta, json.loads(text))
+    except json.JSONDecodeError:
+        raise UserError(f"folding {text!r}: expected 'minimal', 'target:<cycles>', a JSON list "
+                        f"of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one") from None
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"folding {text!r}: {exc}") from None
+
+
+def resolve_folding(meta, arrays, *, folding=None, target_cycles=None, config=None):
+    """Return the folding of a command line: ``folding`` text (see :func:`parse_folding`),
+    else ``target_cycles``, else the config's ``[hardware]`` section, else minimal."""
+    if folding and target_cycles:
+        raise UserError("give a folding or target cycles, not both")
+    if folding:
+        return parse_folding(folding, meta, arrays)
+    if target_cycles:
+        return parse_folding(f"target:{int(target_cycles)}", meta, arrays)
+    if config is not None:
+        return folding_from_config(config, meta, arrays=arrays)
+    return parse_folding("minimal", meta, arrays)
+
+
 def load_integer_model(config, out_dir):
     import golden
     path = Path(out_dir)
@@ -80,20 +118,15 @@ def main(argv=None):
     parser.add_argument("--qmodel-dir", help="folder of qmodel.json (default build/<preset>)")
     parser.add_argument("--out", help="output folder (default build/<preset>/rtl)")
     parser.add_argument("--target-cycles", type=int)
-    parser.add_argument("--folding", help="JSON list of {pe, simd} per MAC layer")
+    parser.add_argument("--folding", help="'minimal', 'target:<cycles>', a JSON list of "
+                        "{pe, simd} per MAC layer, or a file")
     parser.add_argument("--name", default="lenet_accel")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     base = ROOT / "build" / config.name
     model = load_integer_model(config, Path(args.qmodel_dir) if args.qmodel_dir else base)
-    if args.folding:
-        from .plan import check_folding
-        try:
-            folding = check_folding(model.meta, json.loads(args.folding))
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise UserError(f"--folding: {exc}") from None
-    else:
-        folding = folding_from_config(config, model.meta, args.target_cycles, dict(model.arrays))
+    folding = resolve_folding(model.meta, dict(model.arrays), folding=args.folding,
+                              target_cycles=args.target_cycles, config=config)
     from .verilog import generate
     out = Path(args.out) if args.out else base / "rtl"
     generate(model.meta, dict(model.arrays), folding, out, name=args.name)

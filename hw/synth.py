@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cycles import cycle_model, derive_folding
+from quant.errors import UserError
+
+from .cycles import cycle_model
 from .mac import LOADED_WEIGHTS
 from .plan import check_folding, check_load
 
@@ -552,21 +554,11 @@ def resolve_model(parser, args):
                      f"PRESET={preset_dir.name}' (python -m quant.quantize --config ...) first")
     model = golden.load(preset_dir)
     meta, arrays = model.meta, model.arrays
-    if args.folding and args.target_cycles:
-        parser.error("give --folding or --target-cycles, not both")
+    from .build import resolve_folding
     try:
-        if args.target_cycles:
-            folding = derive_folding(meta, args.target_cycles, arrays)
-        elif args.folding:
-            text = args.folding
-            if Path(text).is_file():
-                text = Path(text).read_text(encoding="utf-8")
-            folding = check_folding(meta, json.loads(text))
-        elif config is not None:
-            folding = folding_from_config(config, meta, arrays)
-        else:
-            folding = check_folding(meta, None)
-    except (ValueError, TypeError) as exc:
+        folding = resolve_folding(meta, arrays, folding=args.folding,
+                                  target_cycles=args.target_cycles, config=config)
+    except UserError as exc:
         parser.error(str(exc))
     return meta, arrays, folding, preset_dir
 

@@ -12,13 +12,12 @@ The same inputs give the same bytes: no source locations or paths are emitted.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from amaranth.back import verilog
 
-from .cycles import cycle_model, derive_folding, load_qmodel, write_cycles_json
+from .cycles import cycle_model, load_qmodel, write_cycles_json
 from .plan import check_folding
 from .top import LeNetAccelerator, LeNetAxiStream
 
@@ -84,17 +83,9 @@ def main(argv=None):
     parser.add_argument("--name", default="lenet_accel", help="Verilog module name")
     args = parser.parse_args(argv)
     meta, arrays = load_qmodel(args.qmodel)
-    if args.folding and args.target_cycles:
-        parser.error("give --folding or --target-cycles, not both")
-    if args.target_cycles:
-        folding = derive_folding(meta, args.target_cycles, arrays)
-    elif args.folding:
-        text = args.folding
-        if Path(text).is_file():
-            text = Path(text).read_text(encoding="utf-8")
-        folding = json.loads(text)
-    else:
-        folding = None
+    from .build import resolve_folding
+    folding = resolve_folding(meta, arrays, folding=args.folding,
+                              target_cycles=args.target_cycles)
     paths = generate(meta, arrays, folding, args.out, name=args.name)
     for key in ("top", "axis", "cycles", "lint"):
         print(paths[key])

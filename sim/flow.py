@@ -50,24 +50,9 @@ def config_folding(config, meta, arrays):
 
 
 def parse_folding(text, meta, arrays):
-    """Parse ``--folding``: ``minimal``, ``target:<cycles>``, a JSON list, or a JSON file."""
-    from hw.cycles import derive_folding
-    if text == "minimal":
-        return None
-    if text.startswith("target:"):
-        try:
-            return derive_folding(meta, int(text.split(":", 1)[1]), arrays)
-        except ValueError as exc:
-            raise UserError(f"--folding {text}: {exc}") from None
-    path = Path(text)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise UserError(f"--folding {text!r}: expected 'minimal', 'target:<cycles>', a JSON "
-                        f"list of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one") \
-            from None
+    """Parse ``--folding`` (see :func:`hw.build.parse_folding`)."""
+    from hw.build import parse_folding as parse
+    return parse(text, meta, arrays)
 
 
 def _hw_digest():

@@ -10,15 +10,8 @@ from sim.fixtures import QMODEL_DIR, fast_rtl, lenet5_qmodel, mnist_images
 from sim.runner import simulate
 from sim.tools import simulator_available
 
-pytestmark = [pytest.mark.sim,
+pytestmark = [pytest.mark.sim, pytest.mark.usefixtures("discard_unused_elaboratables"),
               pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    from hw.simulation import discard_unused
-    discard_unused()
 
 
 def _need(sim):

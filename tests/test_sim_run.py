@@ -43,7 +43,9 @@ def test_bad_folding(capsys):
     pytest.importorskip("golden")
     code, err = _error(capsys, ["--folding", "[{\"pe\": 7, \"simd\": 1}]", "--n", "1",
                                 "--sim", "icarus"])
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: folding: ")
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: folding '[{\"pe\": 7, \"simd\": 1}]': folding has 1 "
+                             "entries but the model has 5 MAC layers"), err[0]
 
 
 @pytest.mark.sim

@@ -7,15 +7,8 @@ from sim.fixtures import fast_rtl, lenet5_qmodel, mnist_images
 from sim.tools import simulator_available
 from sim.vectors import run_testbench, write_testbench
 
-pytestmark = [pytest.mark.sim,
+pytestmark = [pytest.mark.sim, pytest.mark.usefixtures("discard_unused_elaboratables"),
               pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    from hw.simulation import discard_unused
-    discard_unused()
 
 
 @pytest.fixture(scope="module")
