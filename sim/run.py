@@ -51,6 +51,21 @@ def fastest_folding(meta, arrays, target=FULL_TARGET_CYCLES):
     return derive_folding(meta, max(st["cycles"] for st in stage_table(meta, full, arrays)), arrays)
 
 
+def lock_build_dir(out):
+    """Take ``out``'s exclusive run lock, or raise: two runs on one folder would overwrite each
+    other's Verilog, simulator build and vectors mid-run."""
+    import fcntl
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".sim.lock", "w")  # noqa: SIM115 (kept open: the lock lives with it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"another simulation is running in {out}; wait for it to finish or "
+                        f"give this one its own folder with --out") from None
+    return handle
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="python -m sim.run", description=__doc__.split("\n")[0])
     p.add_argument("--config", default=os.environ.get("CONFIG", "configs/lenet5.toml"),
@@ -97,6 +112,7 @@ def main(argv=None):
     t_start = time.monotonic()
     config = load_config(args.config)
     out = Path(args.out) if args.out else ROOT / "build" / config.name
+    lock = lock_build_dir(out)  # held until this process ends  # noqa: F841
     sim = "verilator" if args.full else args.sim
     find_simulator(sim)
     ensure_qmodel(config.path, out)
