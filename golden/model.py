@@ -650,12 +650,13 @@ class IntegerModel:
         for start in range(0, max(x.shape[0], 1), batch_size):
             yield x[start:start + batch_size]
 
-    def run(self, images, *, taps=False, batch_size=1024):
+    def run(self, images, *, taps=False, batch_size=128):
         """Run the model on ``images`` and return its outputs.
 
         ``images`` are integer pixel codes ``[N, H, W]`` (``[N, C, H, W]`` with several
         channels) of the input format, unpadded; they are processed ``batch_size`` at a time,
-        which changes nothing but memory use.
+        which changes nothing but memory use and speed (the default keeps a batch's largest
+        intermediate within the processor's caches: the layers are memory-bound passes).
 
         Return a dict: ``"classes"`` int64 ``[N]``; ``"scores"`` int64 ``[N, K]`` (the final
         layer's accumulators); ``"saturations"``, for every layer name the number of values
@@ -697,7 +698,7 @@ class IntegerModel:
             result["taps"] = {name: np.concatenate(parts) for name, parts in outputs.items()}
         return result
 
-    def check_accumulators(self, images, *, batch_size=1024):
+    def check_accumulators(self, images, *, batch_size=128):
         """Check that every accumulator computed on ``images`` fits its layer's ``acc_bits``.
 
         Return, for every layer with an accumulator, the smallest and largest accumulator seen
