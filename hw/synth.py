@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.errors import UserError
+from quant.errors import UserError, cli
 
 from .cycles import cycle_model
 from .mac import LOADED_WEIGHTS
@@ -362,8 +362,9 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
         log = work / "yosys.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
-        raise RuntimeError(f"yosys failed (exit {code}): {errors[-1] if errors else ''}; "
-                           f"see {log}")
+        last = errors[-1] if errors else "no ERROR line: the tool stopped (often its memory limit)"
+        raise ToolError(f"yosys failed (exit {code}): {last}; see {log}; a smaller folding "
+                        f"(--target-cycles) needs less memory")
     counts = _yosys_counts(work / "stat.json")
     estimate = synth_estimate(dev.family, counts)
 
@@ -579,6 +580,11 @@ def _parse_budget(text):
     return budget
 
 
+class ToolError(UserError):
+    """A synthesis or place-and-route tool failed; the message names its log."""
+
+
+@cli
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m hw.synth",
                                      description="Synthesize, place and route the accelerator.")

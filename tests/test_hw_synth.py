@@ -252,3 +252,18 @@ def test_tools_found_or_skipped():
     if reason:
         pytest.skip(reason)
     assert shutil.which("python") or True
+
+
+def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):
+    """A yosys that dies without an ERROR line (its memory limit) surfaced as a traceback."""
+    import hw.synth as synth_mod
+    from quant.errors import UserError
+    fake = tmp_path / "yosys"
+    fake.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Yosys 0.0';; *) exit 1;; esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    monkeypatch.setattr(synth_mod, "_VERSIONS", {})
+    meta, arrays = tiny
+    with pytest.raises(UserError, match=r"yosys failed \(exit 1\): no ERROR line: the tool "
+                                        r"stopped \(often its memory limit\); see .*yosys.log"):
+        synthesize(meta, arrays, None, "up5k", tmp_path / "out")
