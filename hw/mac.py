@@ -125,9 +125,11 @@ class MacStage(wiring.Component):
     the last output row is computed.
 
     Pipeline (all registers advance together; a full output freezes them): issue → ring and
-    weight reads → window mux → multiply → ``tree_stages(simd)`` adder stages → accumulate →
-    requantize (→ registered LUT index → synchronous LUT read) → output register with a skid
-    buffer, so no ready signal crosses the stage combinationally.
+    weight reads → window mux, and the weight words registered beside it (the multiplier's
+    operands are registers: no block-RAM read or mux shares its cycle) → multiply →
+    ``tree_stages(simd)`` adder stages → accumulate → requantize (→ registered LUT index →
+    synchronous LUT read) → output register with a skid buffer, so no ready signal crosses the
+    stage combinationally.
 
     Cycles per image, fed and drained without stalls:
     ``max(height·width, out_h·out_w · Σ_groups steps)``, ``steps = (kh/r)(kw/t)·blocks`` of
@@ -567,9 +569,10 @@ class MacStage(wiring.Component):
                 regs[key] = reg
             return regs
 
-        # P1: ring words (and the weight address) registered; select the window elements.
+        # P1: ring words and weight words read (both addressed at issue); select the window
+        # elements.
         p1 = stage({"valid": issue, "first": step_first, "last": step_last, "g": g,
-                    "cb": cb_value, "rm": base_m, "cm": co_m, "wa": wa}, "p1")
+                    "cb": cb_value, "rm": base_m, "cm": co_m}, "p1")
         bank_sel = [[None] * t for _ in range(r)]
         for i in range(r):
             for j in range(t):
@@ -597,21 +600,33 @@ class MacStage(wiring.Component):
                         m.d.sync += x.eq(view[s])
                     x_regs.append(x)
 
-        # Weight ROMs, one per PE lane (one synchronous read port each), read in P1.
+        # Weight ROMs, one per PE lane (one synchronous read port each), addressed at issue
+        # (``wa`` is a register), read in P1 like the ring banks.
         w_ports = []
         if self._weight_load:
-            w_ports = self._weight_rams(m, p1["wa"], adv, w_code)
+            w_ports = self._weight_rams(m, wa, adv, w_code)
         for lane in range(pe if not self._weight_load else 0):
             init = self._weight_init(lane)
             rom = Memory(shape=data.ArrayLayout(w_code, simd), depth=rom_depth(len(init)),
                          init=init)
             m.submodules[f"weights_{lane}"] = rom
             port = rom.read_port()
-            m.d.comb += [port.addr.eq(p1["wa"]), port.en.eq(adv)]
+            m.d.comb += [port.addr.eq(wa), port.en.eq(adv)]
             w_ports.append(port)
 
-        # P2: window elements and weights; multiply into registers (P3).
+        # P2: window elements and weight words in registers (neither a block-RAM read nor a
+        # mux shares a cycle with the multiplier); multiply into registers (P3).
         p2 = stage({k: p1[k] for k in ("valid", "first", "last", "g")}, "p2")
+        w_ops = []
+        for p in range(pe):
+            lane_ops = []
+            for s in range(simd):
+                reg = Signal(w_code, name=f"w{p}_{s}")
+                with m.If(adv):
+                    m.d.sync += reg.eq(w_ports[p].data[s])
+                lane_ops.append(reg)
+            w_ops.append(lane_ops)
+        x_ops = x_regs
 
         def widen(v, shape):
             return v.as_signed() if shape.signed else Cat(v, Const(0, 1)).as_signed()
@@ -620,11 +635,11 @@ class MacStage(wiring.Component):
         for p in range(pe):
             lane_terms = []
             for s in range(simd):
-                w = w_ports[p].data[s]
+                w = w_ops[p][s]
                 if self._op == "mul":
-                    product = w * x_regs[s]
+                    product = w * x_ops[s]
                 else:
-                    diff = widen(x_regs[s], in_code) - widen(w, w_code)
+                    diff = widen(x_ops[s], in_code) - widen(w, w_code)
                     product = diff * diff
                 reg = Signal.like(product, name=f"prod{p}_{s}")
                 with m.If(adv):
