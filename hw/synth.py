@@ -362,9 +362,9 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
         log = work / "yosys.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         errors = [ln for ln in text.splitlines() if ln.startswith("ERROR")]
-        last = errors[-1] if errors else "no ERROR line: the tool stopped (often its memory limit)"
-        raise ToolError(f"yosys failed (exit {code}): {last}; see {log}; a smaller folding "
-                        f"(--target-cycles) needs less memory")
+        last = errors[-1] if errors else "no ERROR line: the tool crashed or hit its memory limit"
+        raise ToolError(f"yosys failed (exit {code}): {last}; see the end of {log} and "
+                        f"yosys.out beside it")
     counts = _yosys_counts(work / "stat.json")
     estimate = synth_estimate(dev.family, counts)
 

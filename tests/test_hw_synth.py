@@ -255,7 +255,7 @@ def test_tools_found_or_skipped():
 
 
 def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):
-    """A yosys that dies without an ERROR line (its memory limit) surfaced as a traceback."""
+    """A yosys that dies without an ERROR line (a WebAssembly crash) surfaced as a traceback."""
     import hw.synth as synth_mod
     from quant.errors import UserError
     fake = tmp_path / "yosys"
@@ -265,5 +265,6 @@ def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(synth_mod, "_VERSIONS", {})
     meta, arrays = tiny
     with pytest.raises(UserError, match=r"yosys failed \(exit 1\): no ERROR line: the tool "
-                                        r"stopped \(often its memory limit\); see .*yosys.log"):
+                                        r"crashed or hit its memory limit; see the end of "
+                                        r".*yosys.log"):
         synthesize(meta, arrays, None, "up5k", tmp_path / "out")
