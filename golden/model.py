@@ -9,6 +9,7 @@ Errors are :class:`QModelError` with one line that names the file, the layer or 
 fix.
 """
 
+import abc
 import concurrent.futures
 import copy
 import hashlib
@@ -147,7 +148,7 @@ def _describe(fmt):
     return f"{kind} {fmt['bits']}-bit frac {fmt['frac']}"
 
 
-class _Layer:
+class _Layer(abc.ABC):
     """One verified layer: its parameters as arrays, ready to run."""
 
     kind = None
@@ -208,9 +209,9 @@ class _Layer:
             if not same:
                 self.fail(f"{key}={list(declared)} but the network gives {list(derived)}")
 
+    @abc.abstractmethod
     def forward(self, x):
         """Return ``(output, accumulators or None, saturations)`` for a batch."""
-        raise NotImplementedError
 
 
 class _Pool(_Layer):

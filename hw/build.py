@@ -27,19 +27,15 @@ from quant.errors import UserError, cli
 __all__ = ["folding_from_config", "parse_folding", "resolve_folding", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-MAC_KINDS = ("conv", "dense", "rbf")
 
 
-def folding_from_config(config, meta, target_cycles=None, arrays=None):
+def folding_from_config(config, meta, arrays=None):
     """Return the folding list (one ``{"pe", "simd"}`` per MAC layer) the config asks for."""
     from .cycles import derive_folding
-    from .plan import check_folding
+    from .plan import check_folding, mac_layers
     hardware = config.hardware
     mode = hardware["folding"]
-    if target_cycles:
-        mode, target = "target", target_cycles
-    else:
-        target = hardware["target_cycles"]
+    target = hardware["target_cycles"]
     where = f"config {config.path.name}"
     if mode == "minimal":
         folding = None
@@ -49,10 +45,10 @@ def folding_from_config(config, meta, target_cycles=None, arrays=None):
         except ValueError as exc:
             raise ConfigError(f"{where}: hardware.target_cycles={target}: {exc}") from None
     else:
-        mac = [layer for layer in meta["layers"]
-               if layer["kind"] in MAC_KINDS]
-        folding = [{"pe": hardware["layers"].get(d["name"], {}).get("pe", 1),
-                    "simd": hardware["layers"].get(d["name"], {}).get("simd", 1)} for d in mac]
+        per_layer = hardware["layers"]
+        folding = [{"pe": per_layer.get(d["name"], {}).get("pe", 1),
+                    "simd": per_layer.get(d["name"], {}).get("simd", 1)}
+                   for _, d in mac_layers(meta)]
     try:
         return check_folding(meta, folding)
     except ValueError as exc:

@@ -36,7 +36,7 @@ from .cycles import cycle_model
 from .mac import LOADED_WEIGHTS
 from .plan import check_folding, check_load
 
-__all__ = ["Device", "DEVICES", "synthesize", "folding_from_config", "resolve_model",
+__all__ = ["Device", "DEVICES", "synthesize", "resolve_model",
            "add_model_arguments", "write_report", "main"]
 
 RESOURCES = ("luts", "ffs", "dsps", "brams", "spram", "ios")
@@ -513,12 +513,6 @@ def write_report(result, out_dir):
               "Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()) + "."]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return json_path
-
-
-def folding_from_config(config, meta, arrays=None):
-    """Return the folding the config's ``[hardware]`` section asks for (see hw.build)."""
-    from .build import folding_from_config as resolve
-    return resolve(config, meta, arrays=arrays)
 
 
 def add_model_arguments(parser):

@@ -10,7 +10,6 @@ The figure that matters is the ratio golden ÷ PyTorch float (target: at most 2)
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ import golden
 from .config import load_config
 from .data import load_dataset
 from .errors import cli
+from .fakequant import QuantLeNet
 from .model import load_checkpoint
 from .quantize import fake_predict, plan_formats
 from .train import ROOT, predict, write_json
@@ -45,8 +45,6 @@ def bench_preset(preset, data, repeat):
     integer = golden.load(out)
     torch.set_num_threads(config.train["threads"])
     images = data.test.images
-    qnet = None
-    from .fakequant import QuantLeNet
     qnet = QuantLeNet(model, plan_formats(model, data.train.images[:500]))
     times = {"golden": [], "torch_float": [], "torch_fake_quant_f64": []}
     for _ in range(repeat):

@@ -36,15 +36,15 @@ def round_half_up(t):
     return t + (torch.floor(t + 0.5) - t).detach()
 
 
-def _scale(frac, like, channel_dim=True):
+def _scale(frac, like):
     """2^frac as a tensor broadcast over output channels (dim 1) when ``frac`` is a list."""
     if isinstance(frac, (list, tuple, np.ndarray)):
         t = torch.tensor(np.ldexp(1.0, np.asarray(frac, dtype=np.int64)), dtype=like.dtype)
-        return t.view(1, -1, *([1] * (like.dim() - 2))) if channel_dim else t
+        return t.view(1, -1, *([1] * (like.dim() - 2)))
     return torch.tensor(float(np.ldexp(1.0, int(frac))), dtype=like.dtype)
 
 
-def quantize_tensor(t, fmt, per_channel_dim0=False):
+def quantize_tensor(t, fmt):
     """Fake-quantize ``t`` to ``fmt`` (round half up, clamp); frac may be per dim-0 entry."""
     lo, hi = code_range(fmt)
     frac = fmt["frac"]

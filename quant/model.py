@@ -5,7 +5,9 @@ config's input padding and returns scores: logits for a softmax output, negative
 distances for an RBF output (so argmax is the class either way).
 """
 
-import math
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -142,20 +144,12 @@ def build_model(config):
     return LeNet(config)
 
 
-def count_parameters(model):
-    return sum(math.prod(p.shape) for p in model.parameters())
-
-
-def save_checkpoint(model, config, path, extra=None):
-    """Write ``{"state_dict", "config_sha256", "preset"}`` atomically to ``path``."""
-    import os
-    import tempfile
-    from pathlib import Path
+def save_checkpoint(model, config, path):
+    """Write ``{"state_dict", "weights_sha256", "preset"}`` atomically to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": model.state_dict(), "weights_sha256": config.weights_sha256,
                "preset": config.name}
-    payload.update(extra or {})
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".pt", delete=False) as tmp:
         torch.save(payload, tmp)
     os.replace(tmp.name, path)
@@ -163,7 +157,6 @@ def save_checkpoint(model, config, path, extra=None):
 
 def load_checkpoint(config, path):
     """Return the :class:`LeNet` of ``config`` with the weights of checkpoint ``path``."""
-    from pathlib import Path
     path = Path(path)
     fix = f"run `make train PRESET={config.name}`"
     if not path.is_file():

@@ -11,6 +11,7 @@ integer model the hardware computes), on the whole test split.
 
 import argparse
 import copy
+import dataclasses
 import math
 import sys
 import time
@@ -149,9 +150,7 @@ def build_report(config, model, data, bits=DEFAULT_BITS, qat_epochs=None, log=pr
     rows = []
     cfg = config
     if qat_epochs is not None:
-        quant = dict(config.quant, qat_epochs=qat_epochs)
-        cfg = copy.copy(config)
-        object.__setattr__(cfg, "quant", quant)
+        cfg = dataclasses.replace(config, quant=dict(config.quant, qat_epochs=qat_epochs))
     for method in ("ptq", "qat"):
         for b in bits:
             start = time.time()

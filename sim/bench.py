@@ -16,9 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from hw.build import parse_folding
 from quant.errors import UserError, cli
 
-from .flow import ROOT, ensure_qmodel, ensure_rtl, parse_folding
+from .flow import ROOT, ensure_qmodel, ensure_rtl
 from .tools import SIMULATORS, simulator_available
 
 __all__ = ["main"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from quant.errors import UserError
 
-__all__ = ["ROOT", "config_folding", "parse_folding", "ensure_qmodel", "ensure_rtl"]
+__all__ = ["ROOT", "ensure_qmodel", "ensure_rtl"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HW_DIR = ROOT / "hw"
@@ -41,18 +41,6 @@ def ensure_qmodel(config_path, out_dir):
         _run_step("quantize", ["python", "-m", "quant.quantize", "--config", str(config_path),
                                "--out", str(out)])
     return out
-
-
-def config_folding(config, meta, arrays):
-    """Return the folding of the config's ``[hardware]`` section for the integer model."""
-    from hw.build import folding_from_config
-    return folding_from_config(config, meta, arrays=arrays)
-
-
-def parse_folding(text, meta, arrays):
-    """Parse ``--folding`` (see :func:`hw.build.parse_folding`)."""
-    from hw.build import parse_folding as parse
-    return parse(text, meta, arrays)
 
 
 def _hw_digest():

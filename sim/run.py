@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hw.build import folding_from_config, parse_folding
 from quant.errors import UserError, cli
 
-from .flow import ROOT, config_folding, ensure_qmodel, ensure_rtl, parse_folding
+from .flow import ROOT, ensure_qmodel, ensure_rtl
 from .tools import SIMULATORS, find_simulator
 
 __all__ = ["main", "fastest_folding", "FULL_TARGET_CYCLES"]
@@ -124,7 +125,7 @@ def main(argv=None):
     elif args.full:
         folding = fastest_folding(qmodel.meta, dict(qmodel.arrays))
     else:
-        folding = config_folding(config, qmodel.meta, dict(qmodel.arrays))
+        folding = folding_from_config(config, qmodel.meta, dict(qmodel.arrays))
     rtl_dir = out / "rtl"
     paths, cycles, folding = ensure_rtl(out, folding, rtl_dir)
 

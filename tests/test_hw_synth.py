@@ -1,7 +1,6 @@
 """hw.synth and hw.sweep: a tiny model through yosys + nextpnr, report parsing, budgets."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ from hw import sweep as sweep_mod
 from hw.cycles import cycle_model
 from hw.synth import (
     DEVICES,
-    folding_from_config,
     parse_nextpnr_log,
     parse_nextpnr_report,
     synthesize,
@@ -131,30 +129,6 @@ def test_parse_nextpnr_report(tmp_path):
     assert fmax == 90.25
 
 
-def test_folding_from_config(tmp_path):
-    import golden
-    from quant.config import parse_config
-    qdir = ROOT / "build" / "lenet5"
-    if not (qdir / "qmodel.json").is_file():
-        pytest.skip("build/lenet5/qmodel.json missing (make quantize)")
-    meta = golden.load(qdir).meta
-    text = (ROOT / "configs" / "lenet5.toml").read_text()
-    text = text[:text.index("[hardware]")]                  # the network, our own [hardware]
-
-    def config(hardware):
-        return parse_config(text + hardware)
-    assert folding_from_config(config('[hardware]\nfolding = "minimal"\n'), meta) == \
-        [{"pe": 1, "simd": 1}] * 5
-    target = config('[hardware]\nfolding = "target"\ntarget_cycles = 60000\n')
-    folding = folding_from_config(target, meta)
-    assert cycle_model(meta, folding)["cycles_per_image"] <= 60000
-    explicit = config('[hardware]\nfolding = "explicit"\n[hardware.layers.c1]\npe = 6\n'
-                      '[hardware.layers.f5]\nsimd = 2\n')
-    assert folding_from_config(explicit, meta) == [
-        {"pe": 6, "simd": 1}, {"pe": 1, "simd": 1}, {"pe": 1, "simd": 2},
-        {"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}]
-
-
 def test_cli_missing_qmodel(tmp_path, capsys):
     from hw.synth import main
     with pytest.raises(SystemExit) as exc:
@@ -219,12 +193,9 @@ def test_sweep_quick_tiny_real(tiny, tmp_path):
 
 
 def _lenet():
-    import golden
-    qdir = ROOT / "build" / "lenet5"
-    if not (qdir / "qmodel.json").is_file():
-        pytest.skip("build/lenet5/qmodel.json missing (make quantize)")
-    model = golden.load(qdir)
-    return model.meta, model.arrays
+    from sim.fixtures import lenet5_qmodel
+    model = lenet5_qmodel()
+    return model.meta, dict(model.arrays)
 
 
 @needs_tools
@@ -244,14 +215,6 @@ def test_lenet5_full(device, target, load, tmp_path):
         assert result["fmax_mhz"] > 0
     else:
         assert result["overused"] or result.get("error")
-
-
-def test_tools_found_or_skipped():
-    """Document why the synthesis tests skip, if they do."""
-    reason = _have_tools()
-    if reason:
-        pytest.skip(reason)
-    assert shutil.which("python") or True
 
 
 def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):

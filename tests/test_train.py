@@ -7,7 +7,6 @@ import pytest
 from quant.config import load_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "checkpoints" / "lenet5.pt"
 
 
 def run(*args):
@@ -63,7 +62,6 @@ def test_missing_data_dir_is_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped checkpoint yet")
 def test_shipped_checkpoint_accuracy(tmp_path):
     result = run("--config", "lenet5", "--out", str(tmp_path), "--ensure")
     assert result.returncode == 0, result.stderr
