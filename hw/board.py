@@ -116,17 +116,18 @@ class ReplySerializer(wiring.Component):
             m.d.comb += wide.eq(self.i.payload.scores[j])
             fields.append(wide)
         reply = Cat(*fields)
-        shift = Signal(8 * self._bytes)
-        left = Signal(range(self._bytes + 1))
+        # The input beat is held (valid, payload stable) until its last byte is sent, so the
+        # bytes are read from it through a byte mux: no copy of the reply in registers.
+        index = Signal(range(self._bytes))
+        last = Signal()
         m.d.comb += [
-            self.i.ready.eq(left == 0),
-            self.o.valid.eq(left != 0),
-            self.o.payload.eq(shift[:8]),
+            last.eq(index == self._bytes - 1),
+            self.o.valid.eq(self.i.valid),
+            self.o.payload.eq(reply.word_select(index, 8)),
+            self.i.ready.eq(self.o.ready & last),
         ]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [shift.eq(reply), left.eq(self._bytes)]
-        with m.Elif(self.o.valid & self.o.ready):
-            m.d.sync += [shift.eq(shift[8:]), left.eq(left - 1)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += index.eq(Mux(last, 0, index + 1))
         return m
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .arith import format_shape
-from .mac import mac_extra_latency, mac_resources, simd_options
+from .mac import group_steps, mac_extra_latency, mac_resources, simd_options
 from .plan import (
     MAC_KINDS,
     check_folding,
@@ -25,8 +25,10 @@ from .plan import (
     mac_cycles,
     mac_geometry,
     mac_steps,
+    stream_lanes,
 )
-from .pool import pool_latency
+from .pool import pool_latency, pool_resources
+from .regroup import regroup_steps
 
 __all__ = ["stage_table", "cycle_model", "derive_folding", "write_cycles_json", "load_qmodel"]
 
@@ -68,6 +70,16 @@ def stage_table(meta, folding=None, arrays=None):
                        "latency": 1, "multipliers": 0, "macs": 0, "dense_macs": 0,
                        "in_hw": (h, w), "pad": p, "resources": none})
 
+    lanes = channels
+
+    def regroup(name, need, positions, c):
+        # hw.regroup stages between beats of `lanes` and `need` channels.
+        for n_in, n_out in regroup_steps(lanes, need):
+            stages.append({"name": f"{name}.regroup", "kind": "regroup",
+                           "cycles": positions * c // min(n_in, n_out), "latency": 1,
+                           "n_in": n_in, "n_out": n_out, "multipliers": 0, "macs": 0,
+                           "dense_macs": 0, "resources": none})
+
     if pad:
         padder("input", channels, inp["height"], inp["width"], pad)
     shapes = layer_shapes(meta)
@@ -75,11 +87,17 @@ def stage_table(meta, folding=None, arrays=None):
     for index, layer in enumerate(layers):
         kind = layer["kind"]
         c, h, w = shapes[index]
+        fold = next(folds) if kind in MAC_KINDS else None
+        if kind in MAC_KINDS or kind in ("pool", "subsample"):
+            need, out_lanes = stream_lanes(kind, shapes[index], fold, layer=layer, lanes=lanes)
         if kind in MAC_KINDS:
-            fold = next(folds)
             p = layer.get("padding", 0) if kind == "conv" else 0
             if p and not (index == 0 and first_pad):
+                regroup(layer["name"], c, h * w, c)
                 padder(f"{layer['name']}.pad", c, h, w, p)
+                lanes = c
+            regroup(layer["name"], need, (h + 2 * p) * (w + 2 * p), c)
+            lanes = out_lanes
             in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
             pe, simd = fold["pe"], fold["simd"]
             _, hh, ww = in_shape
@@ -98,37 +116,42 @@ def stage_table(meta, folding=None, arrays=None):
                 acc_bits=layer["acc_bits"], in_shape=in_shape, kernel=kernel,
                 out_channels=out_channels, pe=pe, simd=simd, rom_rows=steps,
                 bias=kind != "rbf" and bias, lut_bits=_lut_bits(layer))
+            c_block, t, r = simd_options(c, kh, kw)[simd]
+            per_group = [len(blocks) * (kh // r) * (kw // t)
+                         for blocks in group_steps(table, out_channels, c, pe, c_block)]
             stages.append({
-                "name": layer["name"], "kind": kind,
+                "name": layer["name"], "kind": kind, "blocks": c // c_block,
+                "group_steps": per_group,
                 "cycles": mac_cycles(in_shape, kernel, out_channels, pe, simd, table),
                 "latency": mac_extra_latency(simd, lut),
                 "multipliers": pe * simd, "macs": positions * pairs * kh * kw,
                 "dense_macs": positions * out_channels * c * kh * kw,
                 "pe": pe, "simd": simd, "groups": out_channels // pe, "steps": steps,
-                "split": dict(zip(("c_block", "t", "r"),
-                                  simd_options(c, kh, kw)[simd], strict=True)),
+                "split": {"c_block": c_block, "t": t, "r": r},
                 "in_shape": in_shape, "kernel": kernel, "out_hw": (hh - kh + 1, ww - kw + 1),
                 "resources": resources,
             })
         elif kind in ("pool", "subsample"):
+            regroup(layer["name"], need, h * w, c)
+            lanes = out_lanes
             s = layer["size"]
             lut = _lut_bits(layer) if kind == "subsample" else 0
             mode = "subsample" if kind == "subsample" else layer["mode"]
             in_bits = layer["in_format"]["bits"]
             part = in_bits if mode == "max" else in_bits + (s * s - 1).bit_length() + 1
-            stages.append({"name": layer["name"], "kind": kind, "cycles": h * w,
+            resources = pool_resources(mode, c, w, s, lanes, part, lut)
+            stages.append({"name": layer["name"], "kind": kind, "cycles": h * w * (c // lanes),
                            "latency": pool_latency(mode, lut > 0),
-                           "multipliers": c if kind == "subsample" else 0, "macs": 0,
+                           "multipliers": resources["multipliers"], "macs": 0,
                            "dense_macs": 0, "in_shape": (c, h, w), "size": s,
-                           "resources": {"multipliers": c if kind == "subsample" else 0,
-                                         "memory_bits": {"partial": max(w // s, 2) * c * part,
-                                                         "lut": lut}}})
+                           "blocks": c // lanes, "resources": resources})
         else:
             raise ValueError(f"layers[{index}] {layer['name']!r}: layer kind {kind!r} has no "
                              f"hardware stage")
     classes = layers[-1]["out_features"]
+    regroup("output", 1, 1, classes)
     stages.append({"name": "output", "kind": "classify", "cycles": classes + 1,
-                   "latency": classes, "multipliers": 0, "macs": 0, "dense_macs": 0,
+                   "latency": 1, "multipliers": 0, "macs": 0, "dense_macs": 0,
                    "resources": none})
     return stages
 
@@ -161,12 +184,31 @@ def _latency(stages, meta):
             for v in times:
                 t = max(t + 1, v)
                 accepted.append(t)
-            row_ready = [accepted[(r + 1) * ww - 1] + 1 for r in range(hh)]
+            per_row = ww * st["blocks"]
+            row_ready = [accepted[(r + 1) * per_row - 1] + 1 for r in range(hh)]
             out, start = [], -steps
             for ro in range(oh):
                 for _ in range(ow):
                     start = max(start + steps, row_ready[ro + kh - 1])
-                    out.append(start + steps + st["latency"])
+                    done = start
+                    for group in st["group_steps"]:    # one output beat per group
+                        done += group
+                        out.append(done + st["latency"])
+            times = out
+        elif kind == "regroup":
+            n_in, n_out = st["n_in"], st["n_out"]
+            out, t = [], None
+            if n_out >= n_in:                          # gather k beats into one
+                k = n_out // n_in
+                for j, v in enumerate(times):
+                    t = v if t is None else max(t + 1, v)
+                    if j % k == k - 1:
+                        out.append(t + 1)
+            else:                                      # split one beat into k
+                k = n_in // n_out
+                for v in times:
+                    t = v if t is None else max(t + k, v)
+                    out.extend(t + 1 + i for i in range(k))
             times = out
         elif kind in ("pool", "subsample"):
             _, h, w = st["in_shape"]
@@ -175,8 +217,10 @@ def _latency(stages, meta):
             for v in times:
                 t = max(t + 1, v)
                 accepted.append(t)
-            times = [accepted[(r * s + s - 1) * w + c * s + s - 1] + st["latency"]
-                     for r in range(h // s) for c in range(w // s)]
+            blocks = st["blocks"]
+            times = [accepted[((r * s + s - 1) * w + c * s + s - 1) * blocks + b]
+                     + st["latency"]
+                     for r in range(h // s) for c in range(w // s) for b in range(blocks)]
         else:
             times = [times[-1] + st["latency"]]
     return times[-1]

@@ -10,7 +10,8 @@ from amaranth.utils import ceil_log2
 from .arith import counter_shape, format_range, format_shape, rom_depth, select
 
 __all__ = ["MacStage", "tree_sum", "simd_split", "simd_options", "group_steps", "tree_stages",
-           "mac_extra_latency", "TREE_FANIN", "LARGE_MEMORY_BITS", "LOADED_WEIGHTS"]
+           "mac_extra_latency", "shift_add_product", "TREE_FANIN", "LARGE_MEMORY_BITS",
+           "LOADED_WEIGHTS"]
 
 #: Terms summed in one pipeline stage of the adder tree (3 adder levels).
 TREE_FANIN = 8
@@ -119,10 +120,13 @@ class MacStage(wiring.Component):
     raw). With a connection table the steps of a group visit only the channel blocks connected
     to one of its outputs.
 
-    The input is kept in a ring of ``2 kh`` rows, banked ``r × t`` ways (ring row ``s`` in bank
-    row ``s mod r``, column ``x`` in bank column ``x mod t``) so a step reads ``r·t`` distinct
-    memories, each with one synchronous read port; the next image's first rows stream in while
-    the last output row is computed.
+    The input streams ``c_block`` channels of a position per beat (positions row-major, the
+    channel blocks of a position in order); it is kept in a ring of ``2 kh`` rows, banked
+    ``r × t`` ways (ring row ``s`` in bank row ``s mod r``, column ``x`` in bank column
+    ``x mod t``), one channel block per memory word, so a step reads ``r·t`` distinct memories,
+    each with one synchronous read port and no word select; the next image's first rows stream
+    in while the last output row is computed. The output streams each group of ``pe`` output
+    channels as its own beat as soon as it is computed (no register holds a whole position).
 
     Pipeline (all registers advance together; a full output freezes them): issue → ring and
     weight reads → window mux, and the weight words registered beside it (the multiplier's
@@ -132,8 +136,8 @@ class MacStage(wiring.Component):
     stage combinationally.
 
     Cycles per image, fed and drained without stalls:
-    ``max(height·width, out_h·out_w · Σ_groups steps)``, ``steps = (kh/r)(kw/t)·blocks`` of
-    the group.
+    ``max(height·width·blocks, out_h·out_w · Σ_groups steps)``,
+    ``steps = (kh/r)(kw/t)·blocks`` of the group, ``blocks = channels / c_block``.
 
     Parameters
     ----------
@@ -164,11 +168,16 @@ class MacStage(wiring.Component):
         filled through the ``w`` stream after reset, instead of ROMs. Each lane's memory has
         one address shared by its write and read ports (a single-port RAM). The stage issues
         no step before ``loaded``; the arithmetic is the same as with ROMs.
+    lut_mul : bool
+        Build the products from shifted partial products (adders only) instead of the ``*``
+        operator, so synthesis keeps them out of DSP blocks (e.g. a ninth multiplier on an
+        iCE40 UP5K, which has 8); the arithmetic is the same.
 
     Members
     -------
-    i : ``In(stream.Signature(ArrayLayout(in code, channels)))``
-    o : ``Out(stream.Signature(ArrayLayout(out code, out_channels)))``
+    i : ``In(stream.Signature(ArrayLayout(in code, c_block)))``
+    o : ``Out(stream.Signature(ArrayLayout(out code, pe)))``
+        One beat per group of ``pe`` output channels, groups of a position in order.
     w : ``In(stream.Signature(weight code))`` (``weight_load`` only)
         The weights, one code per beat, in :meth:`load_codes` order.
     loaded : ``Out(1)`` (``weight_load`` only)
@@ -176,7 +185,7 @@ class MacStage(wiring.Component):
     """
     def __init__(self, *, label, in_shape, in_format, weight_format, weight, bias, acc_bits,
                  activation, op="mul", pe=1, simd=1, connections=None, dense=False,
-                 weight_load=False):
+                 weight_load=False, lut_mul=False):
         weight = np.asarray(weight, dtype=np.int64)
         if weight.ndim != 4:
             raise ValueError(f"{label}: weight must have 4 dimensions [O, C, kh, kw], "
@@ -237,11 +246,14 @@ class MacStage(wiring.Component):
             out_code = signed(acc_bits)
         else:
             out_code = format_shape(activation.out_format)
-        in_layout = data.ArrayLayout(format_shape(in_format), channels)
-        out_layout = data.ArrayLayout(out_code, out_channels)
+        in_layout = data.ArrayLayout(format_shape(in_format), self._split[0])
+        out_layout = data.ArrayLayout(out_code, pe)
         if not isinstance(weight_load, bool):
             raise TypeError(f"{label}: weight_load must be a bool, not {weight_load!r}")
+        if not isinstance(lut_mul, bool):
+            raise TypeError(f"{label}: lut_mul must be a bool, not {lut_mul!r}")
         self._weight_load = weight_load
+        self._lut_mul = lut_mul
         members = {"i": In(stream.Signature(in_layout)), "o": Out(stream.Signature(out_layout))}
         if weight_load:
             members["w"] = In(stream.Signature(format_shape(weight_format)))
@@ -295,9 +307,11 @@ class MacStage(wiring.Component):
     @property
     def cycles(self):
         """Cycles per image when fed and drained without stalls."""
-        _, h, w = self._in_shape
+        c, h, w = self._in_shape
         _, ho, wo = self.out_shape
-        return max(h * w, ho * wo * self.steps)
+        return max(h * w * (c // self._split[0]), ho * wo * self.steps)
+
+    lut_mul = property(lambda self: self._lut_mul)
 
     def resources(self):
         """Return the stage's memories and multipliers (see :func:`mac_resources`)."""
@@ -398,10 +412,14 @@ class MacStage(wiring.Component):
         bank_rows = ring_rows // r                          # ring rows per bank row
         bank_cols = -(-width // t)                          # columns per bank column
         col_bits = ceil_log2(bank_cols)
-        bank_depth = bank_rows << col_bits
+        ch_bits = ceil_log2(blocks)
+        bank_depth = bank_rows << (col_bits + ch_bits)
         in_code = format_shape(self._in_format)
         w_code = format_shape(self._weight_format)
-        word = data.ArrayLayout(in_code, channels)
+        word = data.ArrayLayout(in_code, c_block)
+
+        def ring_addr(chunk, col, row):
+            return Cat(chunk[:ch_bits], col[:col_bits], row)
 
         # Line buffer ring, r × t banks: writer side.
         wr_col = Signal(counter_shape(width))
@@ -409,11 +427,15 @@ class MacStage(wiring.Component):
         wc_m = Signal(counter_shape(t))                     # column % t
         ws_q = Signal(counter_shape(bank_rows))             # ring row // r
         ws_m = Signal(counter_shape(r))                     # ring row % r
+        wr_ch = Signal(counter_shape(blocks))               # channel block of the position
         filled = Signal(counter_shape(ring_rows + 1))       # complete rows from the base row
         accept = Signal()
         m.d.comb += [self.i.ready.eq(filled < ring_rows), accept.eq(self.i.valid & self.i.ready)]
         row_written = Signal()
-        with m.If(accept):
+        with m.If(accept & (wr_ch != blocks - 1)):
+            m.d.sync += wr_ch.eq(wr_ch + 1)
+        with m.Elif(accept):
+            m.d.sync += wr_ch.eq(0)
             with m.If(wr_col == width - 1):
                 m.d.comb += row_written.eq(1)
                 m.d.sync += [wr_col.eq(0), wc_q.eq(0), wc_m.eq(0)]
@@ -434,7 +456,7 @@ class MacStage(wiring.Component):
                 m.submodules[f"ring_{i}_{j}"] = mem
                 wr = mem.write_port()
                 m.d.comb += [
-                    wr.addr.eq(Cat(wc_q[:col_bits], ws_q) if col_bits else ws_q),
+                    wr.addr.eq(ring_addr(wr_ch, wc_q, ws_q)),
                     wr.data.eq(self.i.payload),
                     wr.en.eq(accept & (ws_m == i) & (wc_m == j)),
                 ]
@@ -501,8 +523,7 @@ class MacStage(wiring.Component):
                 col = Signal(counter_shape(bank_cols), name=f"rd_col{i}_{j}")
                 m.d.comb += col.eq(co_q + kxb + (co_m > j))
                 port = banks[i][j]
-                m.d.comb += [port.addr.eq(Cat(col[:col_bits], row_w) if col_bits else row_w),
-                             port.en.eq(adv)]
+                m.d.comb += [port.addr.eq(ring_addr(cb_value, col, row_w)), port.en.eq(adv)]
 
         release = Signal(counter_shape(kh + 1))
         with m.If(issue & row_last):
@@ -572,14 +593,8 @@ class MacStage(wiring.Component):
         # P1: ring words and weight words read (both addressed at issue); select the window
         # elements.
         p1 = stage({"valid": issue, "first": step_first, "last": step_last, "g": g,
-                    "cb": cb_value, "rm": base_m, "cm": co_m}, "p1")
-        bank_sel = [[None] * t for _ in range(r)]
-        for i in range(r):
-            for j in range(t):
-                flat = banks[i][j].data.as_value()
-                width_c = c_block * in_code.width
-                part = flat[:width_c] if blocks == 1 else flat.word_select(p1["cb"], width_c)
-                bank_sel[i][j] = part
+                    "rm": base_m, "cm": co_m}, "p1")
+        bank_sel = [[banks[i][j].data.as_value() for j in range(t)] for i in range(r)]
         x_regs = []
         for i in range(r):
             ri = i if r == 1 else Signal(counter_shape(r), name=f"rot_r{i}")
@@ -637,10 +652,10 @@ class MacStage(wiring.Component):
             for s in range(simd):
                 w = w_ops[p][s]
                 if self._op == "mul":
-                    product = w * x_ops[s]
+                    a, b = w, x_ops[s]
                 else:
-                    diff = widen(x_ops[s], in_code) - widen(w, w_code)
-                    product = diff * diff
+                    a = b = widen(x_ops[s], in_code) - widen(w, w_code)
+                product = shift_add_product(a, b) if self._lut_mul else a * b
                 reg = Signal.like(product, name=f"prod{p}_{s}")
                 with m.If(adv):
                     m.d.sync += reg.eq(product)
@@ -703,40 +718,41 @@ class MacStage(wiring.Component):
                 codes = [act.lookup(m, reg, lut, adv) for reg in pre_regs]
                 res = stage(stage(done, "pl"), "pd")
 
-        # Collect the groups of a position; output register with a skid buffer of one group.
+        # Each finished group is an output beat: output register with a skid buffer of one
+        # group, so no ready signal crosses the stage combinationally.
         elem = self.o.payload.shape().elem_shape
-        res_final = Signal()
-        m.d.comb += res_final.eq(res["valid"] & (res["g"] == groups - 1))
-        collect = [[Signal(elem, name=f"col{gg}_{p}") for p in range(pe)]
-                   for gg in range(groups - 1)]
-        if groups > 1:
-            with m.If(adv & res["valid"] & ~res_final):
-                for gg in range(groups - 1):
-                    with m.If(res["g"] == gg):
-                        m.d.sync += [collect[gg][p].eq(codes[p]) for p in range(pe)]
+        res_valid = res["valid"]
         skid_valid = Signal()
         skid = [Signal(elem, name=f"skid{p}") for p in range(pe)]
         m.d.comb += adv.eq(~skid_valid)
 
-        def load(last_group):
-            stmts = [self.o.valid.eq(1)]
-            for gg in range(groups):
-                for p in range(pe):
-                    src = last_group[p] if gg == groups - 1 else collect[gg][p]
-                    stmts.append(self.o.payload[gg * pe + p].eq(src))
-            return stmts
+        def load(group):
+            return [self.o.valid.eq(1)] + [self.o.payload[p].eq(group[p]) for p in range(pe)]
 
         with m.If(~self.o.valid | self.o.ready):
             with m.If(skid_valid):
                 m.d.sync += load(skid)
                 m.d.sync += skid_valid.eq(0)
-            with m.Elif(res_final):
+            with m.Elif(res_valid):
                 m.d.sync += load(codes)
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)
-        with m.Elif(adv & res_final):
+        with m.Elif(adv & res_valid):
             m.d.sync += [skid_valid.eq(1)] + [skid[p].eq(codes[p]) for p in range(pe)]
         return m
+
+
+def shift_add_product(a, b):
+    """Return ``a * b`` built from ``b``'s bits as shifted, gated copies of ``a`` summed in a
+    balanced tree (a multiplier of adders that synthesis does not map to a DSP block)."""
+    a = a.as_signed() if a.shape().signed else Cat(a, Const(0, 1)).as_signed()
+    bits = b.shape().width
+    terms = []
+    for k in range(bits):
+        term = Mux(b[k], a << k, 0)
+        terms.append(-term if (k == bits - 1 and b.shape().signed) else term)
+    width = a.shape().width + bits + 1
+    return tree_sum(terms).as_signed()[:width].as_signed()
 
 
 def simd_error(label, channels, kh, kw, simd, *, dense=False):
@@ -762,9 +778,9 @@ def mac_resources(*, in_bits, w_bits, acc_bits, in_shape, kernel, out_channels, 
     """
     channels, _, width = in_shape
     kh, kw = kernel
-    _, t, r = simd_split(channels, kh, kw, simd)
-    bank_depth = (2 * kh // r) << ceil_log2(-(-width // t))
-    word = channels * in_bits
+    c_block, t, r = simd_split(channels, kh, kw, simd)
+    bank_depth = (2 * kh // r) << (ceil_log2(-(-width // t)) + ceil_log2(channels // c_block))
+    word = c_block * in_bits
     w_depth = rom_depth(rom_rows)
     w_width = simd * w_bits
     lanes = [{"depth": w_depth, "width": w_width, "bits": w_depth * w_width,

@@ -5,7 +5,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import select
 
 __all__ = ["ClassifyStage", "output_layout"]
 
@@ -24,12 +23,12 @@ def output_layout(num_classes, score_bits):
 
 
 class ClassifyStage(wiring.Component):
-    """Pick the class of each score vector and emit one beat per image.
+    """Pick the class of an image's scores, which arrive one per beat; emit one beat per image.
 
-    The scores are registered into the output payload, then compared one per cycle against
-    the best so far (one comparator: no long compare chain), so an image takes
-    ``num_classes`` cycles from its input beat to its output beat and the stage accepts one
-    image per ``num_classes + 1`` cycles. The input's ready is a register.
+    Each score is written into its slot of the output payload and compared with the best so
+    far as it arrives (one comparator: no compare chain); the beat after the last score of an
+    image the output is valid. The input's ready is a register: low while the output is
+    valid, so the stage takes an image per ``num_classes + 1`` cycles at most.
 
     Parameters
     ----------
@@ -42,7 +41,8 @@ class ClassifyStage(wiring.Component):
 
     Members
     -------
-    i : ``In(stream.Signature(ArrayLayout(signed(in_bits), num_classes)))``
+    i : ``In(stream.Signature(ArrayLayout(signed(in_bits), 1)))``
+        The scores of an image in class order, one per beat.
     o : ``Out(stream.Signature(output_layout(num_classes, score_bits)))``
     """
     def __init__(self, *, num_classes, in_bits, score_bits, kind):
@@ -56,7 +56,7 @@ class ClassifyStage(wiring.Component):
         self._num_classes = num_classes
         self._kind = kind
         super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(signed(in_bits), num_classes))),
+            "i": In(stream.Signature(data.ArrayLayout(signed(in_bits), 1))),
             "o": Out(stream.Signature(output_layout(num_classes, score_bits))),
         })
 
@@ -70,36 +70,31 @@ class ClassifyStage(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from the input beat being accepted to the output beat being valid."""
-        return self._num_classes
+        """Cycles from the last score's beat being accepted to the output beat being valid."""
+        return 1
 
     def elaborate(self, platform):
         m = Module()
         k_count = self._num_classes
         scores = self.o.payload.scores
-        busy = Signal()
-        k = Signal(range(k_count + 1))
+        k = Signal(range(k_count))
         best = Signal.like(scores[0])
-        m.d.comb += self.i.ready.eq(~busy)
-        with m.If(self.i.valid & ~busy):
-            m.d.sync += [scores[j].eq(self.i.payload[j]) for j in range(k_count)]
-            m.d.sync += [best.eq(self.i.payload[0]), k.eq(1), busy.eq(1),
-                         self.o.payload.cls.eq(0), self.o.payload.last.eq(1)]
-            if k_count == 1:
-                m.d.sync += self.o.valid.eq(1)
-        if k_count > 1:
-            with m.If(busy & ~self.o.valid):
-                candidate = select(m, k, [scores[j] for j in range(k_count)],
-                                   scores[0].shape(), "candidate")
-                if self._kind == "argmax":
-                    better = candidate > best
-                else:
-                    better = candidate < best
-                with m.If(better):
-                    m.d.sync += [best.eq(candidate), self.o.payload.cls.eq(k)]
-                m.d.sync += k.eq(k + 1)
-                with m.If(k == k_count - 1):
-                    m.d.sync += self.o.valid.eq(1)
+        score = self.i.payload[0]
+        m.d.comb += self.i.ready.eq(~self.o.valid)
         with m.If(self.o.valid & self.o.ready):
-            m.d.sync += [self.o.valid.eq(0), busy.eq(0)]
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & ~self.o.valid):
+            with m.Switch(k):
+                for j in range(k_count - 1):
+                    with m.Case(j):
+                        m.d.sync += scores[j].eq(score)
+                with m.Default():                 # every value of k is covered
+                    m.d.sync += scores[k_count - 1].eq(score)
+            better = score > best if self._kind == "argmax" else score < best
+            with m.If((k == 0) | better):
+                m.d.sync += [best.eq(score), self.o.payload.cls.eq(k)]
+            with m.If(k == k_count - 1):
+                m.d.sync += [k.eq(0), self.o.valid.eq(1), self.o.payload.last.eq(1)]
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
         return m

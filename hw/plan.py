@@ -7,14 +7,15 @@
 
 import numpy as np
 
-from .arith import Activation
+from .arith import Activation, format_shape
 from .mac import MacStage, group_steps, simd_error, simd_split
 from .output import ClassifyStage
 from .padder import Padder
 from .pool import PoolStage
+from .regroup import Regroup, regroup_steps
 
 __all__ = ["MAC_KINDS", "mac_layers", "check_folding", "check_load", "plan", "mac_cycles",
-           "mac_steps", "connections_of"]
+           "mac_steps", "connections_of", "stream_lanes"]
 
 #: Layer kinds computed on the PE × SIMD MAC array (and so folded).
 MAC_KINDS = ("conv", "dense", "rbf")
@@ -88,7 +89,23 @@ def mac_cycles(in_shape, kernel, out_channels, pe, simd, connections=None):
     c, h, w = in_shape
     kh, kw = kernel
     steps = mac_steps(in_shape, kernel, out_channels, pe, simd, connections)
-    return max(h * w, (h - kh + 1) * (w - kw + 1) * steps)
+    c_block = simd_split(c, kh, kw, simd)[0]
+    return max(h * w * (c // c_block), (h - kh + 1) * (w - kw + 1) * steps)
+
+
+def stream_lanes(kind, shape, fold=None, *, layer=None, lanes=None):
+    """Return ``(in_lanes, out_lanes)``: channels per beat a stage takes and gives.
+
+    A MAC stage takes one channel block (``c_block`` of its SIMD split) and gives one group of
+    ``pe`` output channels per beat; pools and subsampling keep the ``lanes`` of the stream
+    they are given; padders take and give whole positions.
+    """
+    if kind in MAC_KINDS:
+        in_shape, kernel, _ = mac_geometry(layer, shape)
+        return simd_split(in_shape[0], *kernel, fold["simd"])[0], fold["pe"]
+    if kind in ("pool", "subsample"):
+        return lanes, lanes
+    return shape[0], shape[0]
 
 def check_folding(meta, folding):
     """Validate ``folding`` (a list of ``{"pe", "simd"}``, one per MAC layer) and return it.
@@ -108,9 +125,13 @@ def check_folding(meta, folding):
     result = []
     for (index, layer), entry in zip(macs, folding, strict=True):
         label = _label(index, layer)
-        if not isinstance(entry, dict) or set(entry) - {"pe", "simd"}:
+        if not isinstance(entry, dict) or set(entry) - {"pe", "simd", "mul"}:
             raise ValueError(f"{label}: folding entry {entry!r} must be a dict with keys "
-                             f"'pe' and 'simd'")
+                             f"'pe' and 'simd' (and optionally 'mul')")
+        mul = entry.get("mul", "dsp")
+        if mul not in ("dsp", "lut"):
+            raise ValueError(f"{label}: mul={mul!r} must be 'dsp' (the * operator: DSP blocks "
+                             f"where the device has them) or 'lut' (adders only)")
         pe, simd = entry.get("pe", 1), entry.get("simd", 1)
         for key, value in (("pe", pe), ("simd", simd)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -123,7 +144,7 @@ def check_folding(meta, folding):
         message = simd_error(label, channels, kh, kw, simd, dense=layer["kind"] != "conv")
         if message:
             raise ValueError(message)
-        result.append({"pe": pe, "simd": simd})
+        result.append({"pe": pe, "simd": simd, **({"mul": "lut"} if mul == "lut" else {})})
     return result
 
 def _activation(label, layer, arrays, channels):
@@ -174,19 +195,37 @@ def plan(meta, arrays, folding=None, load=()):
                              width=inp["width"], pad=pad, fmt=inp["format"]))
     shapes = layer_shapes(meta)
     fold_iter = iter(folding)
+    lanes = inp.get("channels", 1)
+
+    def regroup(need):
+        # Channels per beat change between stages: gather or split (hw.regroup).
+        shape = (stages[-1].o.payload.shape().elem_shape if stages
+                 else format_shape(inp["format"]))
+        for n_in, n_out in regroup_steps(lanes, need):
+            stages.append(Regroup(shape=shape, n_in=n_in, n_out=n_out))
+
     for index, layer in enumerate(layers):
         label = _label(index, layer)
         kind = layer["kind"]
         shape = shapes[index]
         names = layer.get("arrays", {})
         final = layer.get("final", False)
+        fold = next(fold_iter) if kind in MAC_KINDS else None
+        if kind in MAC_KINDS or kind in ("pool", "subsample"):
+            need, out_lanes = stream_lanes(kind, shape, fold, layer=layer, lanes=lanes)
+            if kind in MAC_KINDS and layer.get("padding", 0) and not (index == 0 and folded_pad):
+                need = shape[0]                   # the padder takes whole positions
+            regroup(need)
+            lanes = out_lanes
         if kind in MAC_KINDS:
-            fold = next(fold_iter)
             in_shape, kernel, out_channels = mac_geometry(layer, shape)
             p = layer.get("padding", 0) if kind == "conv" else 0
             if p and not (index == 0 and folded_pad):
                 stages.append(Padder(channels=shape[0], height=shape[1], width=shape[2],
                                      pad=p, fmt=layer["in_format"]))
+                lanes = shape[0]
+                regroup(stream_lanes(kind, shape, fold, layer=layer)[0])
+                lanes = fold["pe"]
             if kind == "rbf":
                 weight = arrays[names["centers"]].reshape((out_channels,) + in_shape)
                 bias, weight_format, op = None, layer["in_format"], "sqdiff"
@@ -204,17 +243,19 @@ def plan(meta, arrays, folding=None, load=()):
                                    simd=fold["simd"],
                                    connections=connections_of(layer, arrays),
                                    dense=kind != "conv",
-                                   weight_load=layer["name"] in load))
+                                   weight_load=layer["name"] in load,
+                                   lut_mul=fold.get("mul") == "lut"))
         elif kind == "pool":
             stages.append(PoolStage(label=label, mode=layer["mode"], size=layer["size"],
-                                    in_shape=shape, in_format=layer["in_format"]))
+                                    in_shape=shape, in_format=layer["in_format"], lanes=lanes))
         elif kind == "subsample":
             stages.append(PoolStage(label=label, mode="subsample", size=layer["size"],
                                     in_shape=shape, in_format=layer["in_format"],
                                     coef=arrays[names["weight"]], bias=arrays[names["bias"]],
                                     coef_format=layer["weight_format"],
                                     acc_bits=layer["acc_bits"],
-                                    activation=_activation(label, layer, arrays, shape[0])))
+                                    activation=_activation(label, layer, arrays, shape[0]),
+                                    lanes=lanes))
         else:
             raise ValueError(f"{label}: layer kind {kind!r} has no hardware stage; expected "
                              f"conv, pool, subsample, dense or rbf")
@@ -222,6 +263,7 @@ def plan(meta, arrays, folding=None, load=()):
             raise ValueError(f"{label}: only the last layer can be final")
     last = layers[-1]
     out = meta["output"]
+    regroup(1)                            # the classifier takes one score per beat
     stages.append(ClassifyStage(num_classes=last["out_features"], in_bits=last["acc_bits"],
                                 score_bits=out["score_bits"], kind=out["kind"]))
     return stages

@@ -1,22 +1,27 @@
 """The pool stage: max, average and LeCun's trainable subsampling on a position stream."""
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .arith import counter_shape, format_shape, rom_depth
+from amaranth.utils import ceil_log2
 
-__all__ = ["PoolStage", "pool_latency"]
+from .arith import counter_shape, format_shape, rom_depth, select
+
+__all__ = ["PoolStage", "pool_latency", "pool_resources"]
 
 
 class PoolStage(wiring.Component):
-    """Non-overlapping ``size × size`` pooling of all channels of a position stream at once.
+    """Non-overlapping ``size × size`` pooling of a position stream, ``lanes`` channels per beat.
 
-    Each input position is folded into the partial result of its window column, kept in a
-    small :class:`~amaranth.lib.memory.Memory` of ``width/size`` entries; the last position of
-    a window completes it. One input position per cycle: ``height·width`` cycles per image.
+    A position's channels arrive in ``channels/lanes`` beats, in order. Each beat is folded
+    into the partial result of its window column and channel block, kept in a small
+    :class:`~amaranth.lib.memory.Memory` of ``width/size × channels/lanes`` words (read one
+    cycle ahead, transparent for the word written in the same cycle); the last position of a
+    window completes it, and the block is sent as one output beat of ``lanes`` channels. One
+    input beat per cycle: ``height·width·channels/lanes`` cycles per image.
 
     Parameters
     ----------
@@ -34,14 +39,16 @@ class PoolStage(wiring.Component):
     coef_format : dict (``"subsample"`` only)
     acc_bits : int (``"subsample"`` only)
     activation : :class:`~hw.arith.Activation` (``"subsample"`` only)
+    lanes : int or None
+        Channels per beat (must divide ``channels``); ``None``: all of them.
 
     Members
     -------
-    i : ``In(stream.Signature(ArrayLayout(in code, channels)))``
-    o : ``Out(stream.Signature(ArrayLayout(out code, channels)))``
+    i : ``In(stream.Signature(ArrayLayout(in code, lanes)))``
+    o : ``Out(stream.Signature(ArrayLayout(out code, lanes)))``
     """
     def __init__(self, *, label, mode, size, in_shape, in_format, coef=None, bias=None,
-                 coef_format=None, acc_bits=None, activation=None):
+                 coef_format=None, acc_bits=None, activation=None, lanes=None):
         if mode not in ("max", "avg", "subsample"):
             raise ValueError(f"{label}: mode must be 'max', 'avg' or 'subsample', not {mode!r}")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -52,6 +59,13 @@ class PoolStage(wiring.Component):
         if mode == "avg" and size & (size - 1):
             raise ValueError(f"{label}: size={size} is not a power of two; average pooling "
                              f"divides by a shift")
+        if lanes is None:
+            lanes = channels
+        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 \
+                or channels % lanes:
+            raise ValueError(f"{label}: lanes={lanes!r} must be a positive divisor of "
+                             f"channels={channels}")
+        self._lanes = lanes
         self._label = label
         self._mode = mode
         self._size = size
@@ -72,14 +86,15 @@ class PoolStage(wiring.Component):
         else:
             self._activation = None
             out_code = format_shape(in_format)
-        in_layout = data.ArrayLayout(format_shape(in_format), channels)
+        in_layout = data.ArrayLayout(format_shape(in_format), lanes)
         super().__init__({"i": In(stream.Signature(in_layout)),
-                          "o": Out(stream.Signature(data.ArrayLayout(out_code, channels)))})
+                          "o": Out(stream.Signature(data.ArrayLayout(out_code, lanes)))})
 
     label = property(lambda self: self._label)
     mode = property(lambda self: self._mode)
     size = property(lambda self: self._size)
     in_shape = property(lambda self: self._in_shape)
+    lanes = property(lambda self: self._lanes)
 
     @property
     def out_shape(self):
@@ -89,8 +104,8 @@ class PoolStage(wiring.Component):
     @property
     def cycles(self):
         """Cycles per image when fed and drained without stalls."""
-        _, h, w = self._in_shape
-        return h * w
+        c, h, w = self._in_shape
+        return h * w * (c // self._lanes)
 
     @property
     def latency(self):
@@ -104,9 +119,8 @@ class PoolStage(wiring.Component):
         act = self._activation
         lut = 0 if act is None or act.table is None else \
             len(act.table) * format_shape(act.out_format).width
-        return {"multipliers": channels if self._mode == "subsample" else 0,
-                "memory_bits": {"partial": rom_depth(width // self._size) * channels *
-                                self._part_shape().width, "lut": lut}}
+        return pool_resources(self._mode, channels, width, self._size, self._lanes,
+                              self._part_shape().width, lut)
 
     def _part_shape(self):
         in_code = format_shape(self._in_format)
@@ -117,22 +131,28 @@ class PoolStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         channels, height, width = self._in_shape
-        size = self._size
+        size, lanes = self._size, self._lanes
+        blocks = channels // lanes
         out_w = width // size
         in_code = format_shape(self._in_format)
         part_shape = self._part_shape()
+        blk_bits = ceil_log2(blocks)
 
-        # Partial results of the window columns of the current window row: a memory with a
-        # synchronous read port, read one cycle ahead (the next column to start) and
-        # transparent for the write-back of the column just finished.
+        def addr(blk, column):
+            return Cat(blk[:blk_bits], column)
+
+        # Partial results of the window columns of the current window row, one word per
+        # (column, channel block): read one beat ahead, transparent for the beat just written.
         m.submodules.partial = partial = Memory(
-            shape=data.ArrayLayout(part_shape, channels), depth=rom_depth(out_w), init=[])
+            shape=data.ArrayLayout(part_shape, lanes),
+            depth=rom_depth(out_w << blk_bits), init=[])
         wr = partial.write_port()
         rd = partial.read_port(transparent_for=(wr,))
 
         adv = Signal()
         accept = Signal()
         m.d.comb += [self.i.ready.eq(adv), accept.eq(self.i.valid & adv)]
+        blk = Signal(counter_shape(blocks))
         col = Signal(counter_shape(width))
         col_in = Signal(counter_shape(size))
         row_in = Signal(counter_shape(size))
@@ -141,44 +161,51 @@ class PoolStage(wiring.Component):
         first = Signal()
         done = Signal()
         col_end = Signal()
+        blk_end = Signal()
+        next_blk = Signal(counter_shape(blocks))
+        next_out_col = Signal(counter_shape(out_w))
         m.d.comb += [
             first.eq((row_in == 0) & (col_in == 0)),
             done.eq((row_in == size - 1) & (col_in == size - 1)),
             col_end.eq(col_in == size - 1),
+            blk_end.eq(blk == blocks - 1),
             next_col.eq(Mux(out_col == out_w - 1, 0, out_col + 1)),
-            rd.addr.eq(Mux(accept & col_end, next_col, out_col)),
-            wr.addr.eq(out_col),
+            next_blk.eq(Mux(blk_end, 0, blk + 1)),
+            next_out_col.eq(Mux(blk_end & col_end, next_col, out_col)),
+            rd.addr.eq(Mux(accept, addr(next_blk, next_out_col), addr(blk, out_col))),
+            rd.en.eq(1),
+            wr.addr.eq(addr(blk, out_col)),
         ]
-        cur = [Signal(part_shape, name=f"cur{c}") for c in range(channels)]
-        new = [Signal(part_shape, name=f"new{c}") for c in range(channels)]
-        for c in range(channels):
+        new = [Signal(part_shape, name=f"new{c}") for c in range(lanes)]
+        for c in range(lanes):
             x = self.i.payload[c]
-            prev = Mux(col_in == 0, rd.data[c], cur[c])
+            prev = rd.data[c]
             if self._mode == "max":
                 m.d.comb += new[c].eq(Mux(first, x, Mux(x > prev, x, prev)))
             else:
                 m.d.comb += new[c].eq(Mux(first, x, prev + x))
-        m.d.comb += [wr.data[c].eq(new[c]) for c in range(channels)]
-        m.d.comb += wr.en.eq(accept & col_end & ~done)
+        m.d.comb += [wr.data[c].eq(new[c]) for c in range(lanes)]
+        m.d.comb += wr.en.eq(accept & ~done)
 
         p1_valid = Signal()
-        p1 = [Signal(part_shape, name=f"p1_{c}") for c in range(channels)]
-        with m.If(accept):
-            m.d.sync += [cur[c].eq(new[c]) for c in range(channels)]
+        p1_blk = Signal(counter_shape(blocks))
+        p1 = [Signal(part_shape, name=f"p1_{c}") for c in range(lanes)]
         with m.If(adv):
             m.d.sync += p1_valid.eq(accept & done)
             with m.If(accept & done):
-                m.d.sync += [p1[c].eq(new[c]) for c in range(channels)]
+                m.d.sync += [p1[c].eq(new[c]) for c in range(lanes)] + [p1_blk.eq(blk)]
         with m.If(accept):
-            with m.If(col == width - 1):
-                m.d.sync += [col.eq(0), out_col.eq(0), col_in.eq(0)]
-                m.d.sync += row_in.eq(Mux(row_in == size - 1, 0, row_in + 1))
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
-                with m.If(col_end):
-                    m.d.sync += [col_in.eq(0), out_col.eq(next_col)]
+            m.d.sync += blk.eq(next_blk)
+            with m.If(blk_end):
+                with m.If(col == width - 1):
+                    m.d.sync += [col.eq(0), out_col.eq(0), col_in.eq(0)]
+                    m.d.sync += row_in.eq(Mux(row_in == size - 1, 0, row_in + 1))
                 with m.Else():
-                    m.d.sync += col_in.eq(col_in + 1)
+                    m.d.sync += col.eq(col + 1)
+                    with m.If(col_end):
+                        m.d.sync += [col_in.eq(0), out_col.eq(next_col)]
+                    with m.Else():
+                        m.d.sync += col_in.eq(col_in + 1)
 
         # Post-processing of a finished window, one pipeline register per step.
         res_valid = p1_valid
@@ -187,19 +214,30 @@ class PoolStage(wiring.Component):
         elif self._mode == "avg":
             outs = []
             shift = 2 * (size.bit_length() - 1)
-            for c in range(channels):
+            for c in range(lanes):
                 v = p1[c] if shift == 0 else (p1[c] + (1 << (shift - 1))) >> shift
                 outs.append(v[:in_code.width])
         else:
             act = self._activation
             acc_shape = signed(self._acc_bits)
-            accs = [Signal(acc_shape, name=f"acc{c}") for c in range(channels)]
+            accs = [Signal(acc_shape, name=f"acc{c}") for c in range(lanes)]
             p2_valid = Signal()
+            p2_blk = Signal(counter_shape(blocks))
+            coef_shape = format_shape(self._coef_format)
             with m.If(adv):
-                m.d.sync += p2_valid.eq(p1_valid)
-                m.d.sync += [accs[c].eq(p1[c] * self._coef[c] + self._bias[c])
-                             for c in range(channels)]
-            pre = [act.requantize(m, accs[c], [act.shifts[c]], 0) for c in range(channels)]
+                m.d.sync += [p2_valid.eq(p1_valid), p2_blk.eq(p1_blk)]
+                for c in range(lanes):
+                    chans = [b * lanes + c for b in range(blocks)]
+                    if blocks == 1:
+                        coef, bias = self._coef[c], self._bias[c]
+                    else:
+                        coef = select(m, p1_blk, [self._coef[k] for k in chans], coef_shape,
+                                      f"coef{c}")
+                        bias = select(m, p1_blk, [self._bias[k] for k in chans], acc_shape,
+                                      f"bias{c}")
+                    m.d.sync += accs[c].eq(p1[c] * coef + bias)
+            pre = [act.requantize(m, accs[c], [act.shifts[b * lanes + c] for b in range(blocks)],
+                                  p2_blk) for c in range(lanes)]
             res_valid = p2_valid
             outs = pre
             if act.table is not None:
@@ -215,21 +253,29 @@ class PoolStage(wiring.Component):
 
         # Output register with a skid buffer: the input's ready is a register.
         skid_valid = Signal()
-        skid = [Signal.like(self.o.payload[c], name=f"skid{c}") for c in range(channels)]
+        skid = [Signal.like(self.o.payload[c], name=f"skid{c}") for c in range(lanes)]
         m.d.comb += adv.eq(~skid_valid)
         with m.If(~self.o.valid | self.o.ready):
             with m.If(skid_valid):
                 m.d.sync += [self.o.valid.eq(1), skid_valid.eq(0)]
-                m.d.sync += [self.o.payload[c].eq(skid[c]) for c in range(channels)]
+                m.d.sync += [self.o.payload[c].eq(skid[c]) for c in range(lanes)]
             with m.Elif(res_valid):
                 m.d.sync += self.o.valid.eq(1)
-                m.d.sync += [self.o.payload[c].eq(outs[c]) for c in range(channels)]
+                m.d.sync += [self.o.payload[c].eq(outs[c]) for c in range(lanes)]
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)
         with m.Elif(adv & res_valid):
             m.d.sync += skid_valid.eq(1)
-            m.d.sync += [skid[c].eq(outs[c]) for c in range(channels)]
+            m.d.sync += [skid[c].eq(outs[c]) for c in range(lanes)]
         return m
+
+
+def pool_resources(mode, channels, width, size, lanes, part_bits, lut_bits):
+    """Return ``{"multipliers", "memory_bits": {"partial", "lut"}}`` of a :class:`PoolStage`."""
+    blocks = channels // lanes
+    depth = rom_depth((width // size) << ceil_log2(blocks))
+    return {"multipliers": lanes if mode == "subsample" else 0,
+            "memory_bits": {"partial": depth * lanes * part_bits, "lut": lut_bits}}
 
 
 def pool_latency(mode, lut):

@@ -177,7 +177,8 @@ class Tap:
     instance: str
     layer: str | None                 # golden layer (None: a padder, compared with np.pad)
     layout: object
-    expected: np.ndarray              # [N, beats per image, channels]
+    expected: np.ndarray              # [N, beats per image, lanes]
+    blocks: int = 1                   # beats per position (channels / lanes)
     beats: int = 0
     first: dict | None = None         # first divergence seen on this stream
 
@@ -207,14 +208,16 @@ class TapMonitor(Clocked):
 
     def _check(self, tap, raw):
         per_image = tap.expected.shape[1]
-        image, position = divmod(tap.beats, per_image)
+        image, index = divmod(tap.beats, per_image)
+        position, block = divmod(index, tap.blocks)
         tap.beats += 1
         if tap.first is not None or image >= tap.expected.shape[0]:
             return
         beat = data.Const(tap.layout, raw)
         got = [int(beat[c]) for c in range(tap.layout.length)]
-        want = tap.expected[image, position]
-        for channel, (g, w) in enumerate(zip(got, want, strict=True)):
+        want = tap.expected[image, index]
+        for lane, (g, w) in enumerate(zip(got, want, strict=True)):
+            channel = block * len(want) + lane
             if g != int(w):
                 tap.first = {"layer": tap.layer or tap.instance, "instance": tap.instance,
                              "image": image, "position": position, "channel": channel,
@@ -252,20 +255,24 @@ class GoldenModel:
         previous = np.asarray(self.images, dtype=np.int64)
         if previous.ndim == 3:
             previous = previous[:, None]
+        from hw.regroup import Regroup
         for instance, stage in stages[:-1]:
             layer = layer_name(stage)
-            if layer is None:                     # a padder: the previous tensor, padded
+            if isinstance(stage, Regroup):        # the previous tensor, other beats
+                value = previous
+            elif layer is None:                   # a padder: the previous tensor, padded
                 p = stage.pad
                 value = np.pad(previous, ((0, 0), (0, 0), (p, p), (p, p)))
             else:
                 value = np.asarray(self.result["taps"][layer])
-            if value.ndim == 2:                   # [N, F]: one beat per image
-                beats = value[:, None, :]
-            else:                                 # NCHW: positions row-major, channels in a beat
-                n, c, h, w = value.shape
-                beats = value.transpose(0, 2, 3, 1).reshape(n, h * w, c)
-            previous = value if value.ndim == 4 else value[:, :, None, None]
-            taps.append(Tap(instance, layer, stage.o.payload.shape(), beats))
+            if value.ndim == 2:                   # [N, F]: a vector is one position
+                value = value[:, :, None, None]
+            # Positions row-major, the channels of a position in beats of the stage's lanes.
+            lanes = stage.o.payload.shape().length
+            beats = value.transpose(0, 2, 3, 1).reshape(value.shape[0], -1, lanes)
+            previous = value
+            taps.append(Tap(instance, layer, stage.o.payload.shape(), beats,
+                            blocks=value.shape[1] // lanes))
         return taps
 
 

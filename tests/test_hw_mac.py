@@ -66,6 +66,19 @@ def _positions(y):
     return [[int(v) for v in y[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
 
 
+def _run(dut, positions, n_out, **kwargs):
+    """Send whole positions as beats of ``c_block`` channels; return the outputs regrouped into
+    whole positions from beats of ``pe`` channels (and the cycle of each position's last beat).
+    """
+    c_block, pe = dut.split[0], dut.pe
+    beats = [pos[k:k + c_block] for pos in positions for k in range(0, len(pos), c_block)]
+    groups = dut.groups
+    out, times = run_stream(dut, beats, n_out * groups, **kwargs)
+    assert all(len(beat) == pe for beat in out)
+    return ([sum(out[k:k + groups], []) for k in range(0, len(out), groups)],
+            times[groups - 1::groups])
+
+
 @pytest.mark.parametrize("kind,pe,simd", [
     ("relu", 1, 1), ("relu", 2, 3), ("relu", 4, 3), ("lut", 2, 1), ("none", 1, 3),
 ])
@@ -81,7 +94,7 @@ def test_conv(kind, pe, simd):
                    bias=bias, acc_bits=acc_bits, activation=act, pe=pe, simd=simd)
     x = rng.integers(0, 256, (n, channels, height, width))
     expected = _positions(_golden_act(L.conv2d(x, weight, bias), act))
-    out, _ = run_stream(dut, _beats(x), len(expected), seed=pe + simd, gap=0.3, stall=0.3)
+    out, _ = _run(dut, _beats(x), len(expected), seed=pe + simd, gap=0.3, stall=0.3)
     assert out == expected
 
 
@@ -110,7 +123,7 @@ def test_conv_fine_grained(kernel, channels, pe, simd, split):
     expected = _positions(_golden_act(_conv(x, weight, bias), act))
     if kh == kw:
         assert np.array_equal(_conv(x, weight, bias), L.conv2d(x, weight, bias))
-    out, _ = run_stream(dut, _beats(x), len(expected), seed=simd, gap=0.3, stall=0.3)
+    out, _ = _run(dut, _beats(x), len(expected), seed=simd, gap=0.3, stall=0.3)
     assert out == expected
 
 
@@ -137,7 +150,7 @@ def test_sparse_conv(pe, simd):
         assert dut.steps == int(table.sum()) * k * k
     x = rng.integers(0, 256, (n, channels, height, width))
     expected = _positions(_golden_act(L.conv2d(x, weight, bias), act))
-    out, _ = run_stream(dut, _beats(x), len(expected), seed=pe, gap=0.3, stall=0.3)
+    out, _ = _run(dut, _beats(x), len(expected), seed=pe, gap=0.3, stall=0.3)
     assert out == expected
 
 
@@ -172,7 +185,7 @@ def test_dense_after_spatial(pe, simd):
     x = rng.integers(-128, 128, (n, channels, height, width))
     acc = L.dense(x.reshape(n, -1), weight, bias)
     expected = _golden_act(acc, act).tolist()
-    out, _ = run_stream(dut, _beats(x), n, seed=pe, gap=0.4, stall=0.4)
+    out, _ = _run(dut, _beats(x), n, seed=pe, gap=0.4, stall=0.4)
     assert out == expected
 
 
@@ -187,7 +200,7 @@ def test_rbf_final(pe, simd):
                    weight_format=fmt, weight=centers.reshape(classes, features, 1, 1),
                    bias=None, acc_bits=acc_bits, activation=None, op="sqdiff", pe=pe, simd=simd)
     x = rng.integers(0, 256, (n, features))
-    out, _ = run_stream(dut, [[int(v) for v in row] for row in x], n, gap=0.3, stall=0.3)
+    out, _ = _run(dut, [[int(v) for v in row] for row in x], n, gap=0.3, stall=0.3)
     assert out == L.rbf(x, centers).tolist()
 
 
@@ -201,7 +214,7 @@ def test_final_dense_raw_scores():
                    weight=weight.reshape(3, 4, 1, 1), bias=bias,
                    acc_bits=L.acc_bits_for("dense", 8, 8, 4), activation=None, pe=3, simd=4)
     x = rng.integers(0, 256, (4, 4))
-    out, _ = run_stream(dut, x.tolist(), 4, stall=0.5)
+    out, _ = _run(dut, x.tolist(), 4, stall=0.5)
     assert out == L.dense(x, weight, bias).tolist()
 
 
@@ -249,12 +262,15 @@ def test_cycles_and_properties():
     assert dut.cycles == 10 * 10 * 4 * 50
     dut = MacStage(**_conv_args(pe=16, simd=6, weight=np.zeros((16, 6, 1, 1), np.int64)))
     assert dut.cycles == 14 * 14                    # bound by input beats, one per cycle
+    dut = MacStage(**_conv_args(pe=16, simd=2, weight=np.zeros((16, 6, 1, 1), np.int64)))
+    assert dut.cycles == 14 * 14 * 3                # three beats of 2 channels per position
     dut = MacStage(**_conv_args(pe=2, simd=25))    # 5 taps x 5 rows of a channel per step
     assert (dut.split, dut.steps, dut.cycles) == ((1, 5, 5), 8 * 6, 10 * 10 * 8 * 6)
     resources = dut.resources()
     assert resources["multipliers"] == 50
     assert resources["weight_memories"] == [
         {"depth": 48, "width": 25 * 8, "bits": 48 * 200, "large": False}] * 2
-    assert resources["ring_banks"] == {"count": 25, "depth": 2 * 4, "width": 6 * 8}
-    assert resources["memory_bits"] == {"ring": 25 * 8 * 48, "weights": 2 * 48 * 200,
+    # One channel per word: 2 rows x 4 columns x 6 channel blocks (padded to 8) per bank.
+    assert resources["ring_banks"] == {"count": 25, "depth": 2 * 4 * 8, "width": 8}
+    assert resources["memory_bits"] == {"ring": 25 * 64 * 8, "weights": 2 * 48 * 200,
                                         "bias": 0, "lut": 0}

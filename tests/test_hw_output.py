@@ -21,11 +21,22 @@ def test_classify(kind):
     rng = np.random.default_rng(0)
     scores = rng.integers(-4, 4, (40, 5))              # many ties
     scores[0] = [7, 7, 7, 7, 7]
+    scores[1] = [-2048, -2048, 2047, 2047, -2048]       # extremes of the 12-bit input
     dut = ClassifyStage(num_classes=5, in_bits=12, score_bits=16, kind=kind)
-    out, _ = run_stream(dut, scores.tolist(), len(scores), gap=0.3, stall=0.3)
+    beats = [[int(v)] for v in scores.reshape(-1)]       # one score per beat
+    out, _ = run_stream(dut, beats, len(scores), gap=0.3, stall=0.3)
     assert [o["cls"] for o in out] == L.classify(scores, kind).tolist()
     assert [o["scores"] for o in out] == scores.tolist()
     assert all(o["last"] == 1 for o in out)
+
+
+def test_back_to_back():
+    # Scores presented every cycle, output always taken: an image per num_classes + 1 cycles.
+    scores = np.arange(30).reshape(6, 5) % 7 - 3
+    dut = ClassifyStage(num_classes=5, in_bits=8, score_bits=8, kind="argmax")
+    out, times = run_stream(dut, [[int(v)] for v in scores.reshape(-1)], len(scores))
+    assert [o["cls"] for o in out] == L.classify(scores, "argmax").tolist()
+    assert np.diff(times).tolist() == [dut.cycles] * (len(scores) - 1)
 
 
 def test_errors():

@@ -60,7 +60,10 @@ def test_shapes(meta):
     ([{}, {}, {}, {"pe": 0}], "layers[4] 'out': pe=0 must be a positive integer"),
     ([{}, {}, {}, {"pe": 1, "lanes": 2}],
      "layers[4] 'out': folding entry {'pe': 1, 'lanes': 2} must be a dict with keys 'pe' "
-     "and 'simd'"),
+     "and 'simd' (and optionally 'mul')"),
+    ([{}, {}, {}, {"mul": "dsp48"}],
+     "layers[4] 'out': mul='dsp48' must be 'dsp' (the * operator: DSP blocks where the device "
+     "has them) or 'lut' (adders only)"),
 ])
 def test_bad_folding(meta, folding, message):
     with pytest.raises(ValueError) as info:
@@ -72,8 +75,12 @@ def test_plan_stages(meta):
     from hw.top import LeNetAccelerator
     stages = LeNetAccelerator(meta, random_qmodel(SPEC, 0, height=10, calibration=4)[1]).stages
     kinds = [type(s).__name__ for s in stages]
-    assert kinds == ["MacStage", "PoolStage", "Padder", "MacStage", "MacStage", "MacStage",
-                     "ClassifyStage"]
+    # The padder takes whole positions: a gather of c1's one-channel beats before it, a split
+    # into c3's one-channel blocks after it.
+    assert kinds == ["MacStage", "PoolStage", "Regroup", "Padder", "Regroup", "MacStage",
+                     "MacStage", "MacStage", "ClassifyStage"]
+    assert [(s.n_in, s.n_out) for s in stages if kinds[stages.index(s)] == "Regroup"] == [
+        (1, 6), (6, 1)]
     assert [s.label for s in stages if hasattr(s, "label")] == [
         "layers[0] 'c1'", "layers[1] 's2'", "layers[2] 'c3'", "layers[3] 'f4'",
         "layers[4] 'out'"]

@@ -20,13 +20,16 @@ S8 = {"bits": 8, "frac": 5, "signed": True}
 U8 = {"bits": 8, "frac": 4, "signed": False}
 
 
-def _beats(x):
+def _beats(x, lanes=None):
+    """Positions row-major, each position's channels in beats of ``lanes`` (default all)."""
     n, c, h, w = x.shape
-    return [[int(v) for v in x[i, :, r, q]] for i in range(n) for r in range(h) for q in range(w)]
+    lanes = lanes or c
+    return [[int(v) for v in x[i, k:k + lanes, r, q]] for i in range(n) for r in range(h)
+            for q in range(w) for k in range(0, c, lanes)]
 
 
-def _positions(y):
-    return _beats(y)
+def _positions(y, lanes=None):
+    return _beats(y, lanes)
 
 
 def _images(rng, fmt, shape):
@@ -34,25 +37,30 @@ def _images(rng, fmt, shape):
     return rng.integers(lo, hi, endpoint=True, size=shape)
 
 
-@pytest.mark.parametrize("mode,size,fmt", [
-    ("max", 2, S8), ("max", 3, U8), ("avg", 2, S8), ("avg", 2, U8), ("avg", 1, S8),
+@pytest.mark.parametrize("mode,size,fmt,lanes", [
+    ("max", 2, S8, None), ("max", 3, U8, None), ("avg", 2, S8, None), ("avg", 2, U8, None),
+    ("avg", 1, S8, None), ("max", 2, S8, 1), ("max", 3, U8, 2), ("avg", 2, S8, 3),
+    ("avg", 2, U8, 1),
 ])
-def test_pool(mode, size, fmt):
+def test_pool(mode, size, fmt, lanes):
+    # lanes: a position's 6 channels in beats of 1, 2 or 3 (a MAC stage's pe output channels).
     rng = np.random.default_rng(size)
-    shape = (2, 3, 2 * size, 3 * size)
+    shape = (2, 6 if lanes else 3, 2 * size, 3 * size)
     x = _images(rng, fmt, shape)
     dut = PoolStage(label="layers[1] 's2'", mode=mode, size=size, in_shape=shape[1:],
-                    in_format=fmt)
+                    in_format=fmt, lanes=lanes)
     ref = L.maxpool(x, size) if mode == "max" else L.avgpool(x, size)
-    expected = _positions(ref)
-    out, _ = run_stream(dut, _beats(x), len(expected), seed=size, gap=0.3, stall=0.4)
+    expected = _positions(ref, lanes)
+    out, _ = run_stream(dut, _beats(x, lanes), len(expected), seed=size, gap=0.3, stall=0.4)
     assert out == expected
+    assert dut.cycles == 6 * size * size * shape[1] // (lanes or shape[1])
 
 
-@pytest.mark.parametrize("kind", ["lut", "none"])
-def test_subsample(kind):
+@pytest.mark.parametrize("kind,lanes", [("lut", None), ("none", None), ("lut", 1),
+                                        ("none", 2)])
+def test_subsample(kind, lanes):
     rng = np.random.default_rng(11)
-    channels, size = 3, 2
+    channels, size = (3, 2) if lanes is None else (4, 2)
     x = _images(rng, U8, (2, channels, 4, 6))
     coef = rng.integers(-128, 128, channels)
     bias = rng.integers(-4000, 4000, channels)
@@ -69,13 +77,13 @@ def test_subsample(kind):
     dut = PoolStage(label="layers[1] 's2'", mode="subsample", size=size,
                     in_shape=(channels, 4, 6), in_format=U8, coef=coef, bias=bias,
                     coef_format={"bits": 8, "frac": 7, "signed": True}, acc_bits=acc_bits,
-                    activation=act)
+                    activation=act, lanes=lanes)
     acc = L.subsample(x, coef, bias, size)
     q, _ = L.requantize(acc, np.array(act.shifts), act.pre_format)
     if table is not None:
         q = L.apply_lut(q, table, 8)
-    expected = _positions(q)
-    out, _ = run_stream(dut, _beats(x), len(expected), seed=3, gap=0.3, stall=0.3)
+    expected = _positions(q, lanes)
+    out, _ = run_stream(dut, _beats(x, lanes), len(expected), seed=3, gap=0.3, stall=0.3)
     assert out == expected
 
 
@@ -93,6 +101,11 @@ def test_errors():
         PoolStage(label="layers[1] 's2'", mode="min", size=2, in_shape=(6, 4, 4), in_format=U8)
     assert str(info.value) == ("layers[1] 's2': mode must be 'max', 'avg' or 'subsample', "
                                "not 'min'")
+    with pytest.raises(ValueError) as info:
+        PoolStage(label="layers[1] 's2'", mode="max", size=2, in_shape=(6, 4, 4), in_format=U8,
+                  lanes=4)
+    assert str(info.value) == ("layers[1] 's2': lanes=4 must be a positive divisor of "
+                               "channels=6")
 
 
 def test_cycles():

@@ -69,7 +69,10 @@ def test_properties():
     meta, arrays = random_qmodel(SPEC_DENSE, 4, height=6, calibration=4)
     top = LeNetAccelerator(meta, arrays)
     assert top.folding == [{"pe": 1, "simd": 1}] * 4
-    assert len(top.stages) == 7          # padder, conv, pool, conv, dense, dense, classify
+    assert [type(st).__name__ for st in top.stages] == [
+        "Padder", "MacStage", "PoolStage", "MacStage", "MacStage", "MacStage", "ClassifyStage"]
+    # pe = 1 everywhere: beats of one channel from the first MAC to the classifier, no
+    # regrouping needed.
 
 
 def test_axi_stream_wrapper():
