@@ -5,7 +5,6 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-
 from amaranth.utils import ceil_log2
 
 from .arith import counter_shape, format_shape, rom_depth, select
