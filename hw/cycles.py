@@ -30,7 +30,8 @@ from .plan import (
 from .pool import pool_latency, pool_resources
 from .regroup import regroup_steps
 
-__all__ = ["stage_table", "cycle_model", "derive_folding", "write_cycles_json", "load_qmodel"]
+__all__ = ["stage_table", "cycle_model", "derive_folding", "assign_multipliers",
+           "write_cycles_json", "load_qmodel"]
 
 
 def _divisors(n):
@@ -299,6 +300,28 @@ def derive_folding(meta, target_cycles, arrays=None):
                              f"per image whatever the folding; raise the target to at least "
                              f"{st['cycles']}")
     return folding
+
+
+def assign_multipliers(folding, dsps):
+    """Return ``folding`` with the layers that do not fit ``dsps`` DSP blocks on adders.
+
+    The layers with the most multipliers (``pe·simd``) get DSP blocks first, while they fit;
+    the others get ``"mul": "lut"`` (:class:`hw.mac.MacStage` ``lut_mul``). Entries that already
+    name ``mul`` are kept and count against the budget when ``"dsp"``. ``dsps=None``: unchanged.
+    """
+    if dsps is None:
+        return [dict(entry) for entry in folding]
+    result = [dict(entry) for entry in folding]
+    left = dsps - sum(e["pe"] * e["simd"] for e in result if e.get("mul") == "dsp")
+    order = sorted((i for i, e in enumerate(result) if "mul" not in e),
+                   key=lambda i: (-result[i]["pe"] * result[i]["simd"], i))
+    for i in order:
+        need = result[i]["pe"] * result[i]["simd"]
+        if need <= left:
+            left -= need
+        else:
+            result[i]["mul"] = "lut"
+    return result
 
 
 def write_cycles_json(model, path):

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from .cycles import cycle_model, derive_folding
+from .cycles import assign_multipliers, cycle_model, derive_folding
 from .plan import check_folding
 from .synth import DEVICES, add_model_arguments, load_argument, resolve_model, say, synthesize
 
@@ -41,17 +41,18 @@ def fastest_target(meta, arrays=None):
     return lo
 
 
-def candidate_foldings(meta, arrays=None, points=8, samples=96):
+def candidate_foldings(meta, arrays=None, points=8, samples=96, min_cycles=None):
     """Return up to ``points`` distinct foldings from the minimal to the fastest.
 
-    Targets are spread geometrically between the fastest reachable cycles per image and the
-    minimal folding's; the distinct foldings :func:`derive_folding` gives for them are thinned
-    to ``points`` spread evenly in log(cycles), always keeping both ends.
+    Targets are spread geometrically between the fastest reachable cycles per image (or
+    ``min_cycles``, if larger) and the minimal folding's; the distinct foldings
+    :func:`derive_folding` gives for them are thinned to ``points`` spread evenly in
+    log(cycles), always keeping both ends.
     """
     if not isinstance(points, int) or points < 2:
         raise TypeError(f"points must be an integer >= 2, not {points!r}")
     slowest = cycle_model(meta, None, arrays)["cycles_per_image"]
-    fastest = fastest_target(meta, arrays)
+    fastest = max(fastest_target(meta, arrays), min(min_cycles or 0, slowest))
     found = {}
     for n in range(samples + 1):
         target = round(fastest * (slowest / fastest) ** (n / samples))
@@ -98,10 +99,16 @@ _COLUMNS = ("cycles_per_image", "multipliers", "luts", "ffs", "dsps", "brams", "
             "fmax_mhz", "images_per_second", "fits")
 
 
-def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), progress=say):
-    """Synthesize the foldings of :func:`candidate_foldings`; write and return the table."""
+def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), progress=say,
+          min_cycles=None):
+    """Synthesize the foldings of :func:`candidate_foldings`; write and return the table.
+
+    Each folding's multipliers beyond the device's DSP blocks are built from LUTs
+    (:func:`hw.cycles.assign_multipliers`).
+    """
     dev = DEVICES[device] if isinstance(device, str) else device
-    foldings = candidate_foldings(meta, arrays, points)
+    foldings = [assign_multipliers(f, dev.capacity["dsps"])
+                for f in candidate_foldings(meta, arrays, points, min_cycles=min_cycles)]
     out = Path(out_dir)
     rows = []
     for n, folding in enumerate(foldings):
@@ -205,13 +212,17 @@ def main(argv=None):
     parser.add_argument("--points", type=int, default=8, help="foldings to synthesize (8)")
     parser.add_argument("--quick", action="store_true", help="3 points")
     parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
+    parser.add_argument("--min-cycles", type=int,
+                        help="fastest folding to try, in cycles per image (default: the "
+                             "fastest any folding reaches)")
     args = parser.parse_args(argv)
     if args.folding or args.target_cycles:
         parser.error("the sweep derives its foldings; drop --folding/--target-cycles")
-    meta, arrays, _, preset_dir = resolve_model(parser, args)
+    meta, arrays, _, preset_dir = resolve_model(parser, args, args.device)
     out = Path(args.out) if args.out else preset_dir / "synth"
     sweep(meta, arrays, args.device, out, points=3 if args.quick else args.points,
-          freq_mhz=args.freq, load=load_argument(parser, args, meta))
+          freq_mhz=args.freq, load=load_argument(parser, args, meta),
+          min_cycles=args.min_cycles)
     for ext in ("json", "md", "png"):
         print(out / f"sweep-{args.device}.{ext}")
     return 0

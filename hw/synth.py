@@ -529,8 +529,14 @@ def add_model_arguments(parser):
                              "into RAM (iCE40 SPRAM) instead of ROMs, e.g. 'f5,f6'")
 
 
-def resolve_model(parser, args):
-    """Return ``(meta, arrays, folding, preset_dir)`` from :func:`add_model_arguments`."""
+def resolve_model(parser, args, device=None):
+    """Return ``(meta, arrays, folding, preset_dir)`` from :func:`add_model_arguments`.
+
+    ``device`` (a :data:`DEVICES` key) selects the config's ``[hardware.devices.<device>]``
+    table when there is one (its folding, and its ``load`` unless ``--load`` is given), and
+    puts the multipliers of a folding derived from a cycle target beyond the device's DSP
+    blocks on LUTs.
+    """
     import golden
     config = None
     if args.config:
@@ -549,12 +555,16 @@ def resolve_model(parser, args):
                      f"PRESET={preset_dir.name}' (python -m quant.quantize --config ...) first")
     model = golden.load(preset_dir)
     meta, arrays = model.meta, model.arrays
-    from .build import resolve_folding
+    from .build import load_from_config, resolve_folding
+    dsps = DEVICES[device].capacity["dsps"] if device is not None else None
     try:
         folding = resolve_folding(meta, arrays, folding=args.folding,
-                                  target_cycles=args.target_cycles, config=config)
+                                  target_cycles=args.target_cycles, config=config,
+                                  device=device, dsps=dsps)
     except UserError as exc:
         parser.error(str(exc))
+    if not args.load and config is not None:
+        args.load = ",".join(load_from_config(config, device))
     return meta, arrays, folding, preset_dir
 
 
@@ -591,7 +601,7 @@ def main(argv=None):
     parser.add_argument("--require-fit", action="store_true",
                         help="exit with status 3 when the design does not fit")
     args = parser.parse_args(argv)
-    meta, arrays, folding, preset_dir = resolve_model(parser, args)
+    meta, arrays, folding, preset_dir = resolve_model(parser, args, args.device)
     out = Path(args.out) if args.out else preset_dir / "synth"
     device = DEVICES[args.device]
     if args.budget:

@@ -133,7 +133,10 @@ QUANT_DEFAULTS = {
     "wbits": 8, "abits": 8, "per_channel": False, "lut_bits": 0, "calibration_images": 2000,
     "qat_epochs": 2, "qat_lr": 5e-4, "layers": {},
 }
-HARDWARE_DEFAULTS = {"folding": "minimal", "target_cycles": 0, "layers": {}}
+HARDWARE_DEFAULTS = {"folding": "minimal", "target_cycles": 0, "layers": {}, "load": [],
+                     "devices": {}}
+#: Devices a ``[hardware.devices.<name>]`` table may name (the keys of ``hw.synth.DEVICES``).
+DEVICE_NAMES = ("up5k", "hx8k", "hx1k", "ecp5-25", "ecp5-45", "ecp5-85")
 
 TOP_KEYS = {"model", "layers", "train", "quant", "hardware"}
 MODEL_KEYS = {"name", "dataset", "input_size", "input_pad", "output"}
@@ -393,13 +396,42 @@ class _Checker:
             self.fail(f"quant.per_channel must be true or false, not {quant['per_channel']!r}")
         self.per_layer(quant, "quant", names, {"wbits": (2, 16), "abits": (2, 16)})
 
-    def hardware(self, hardware, names):
-        p = "hardware."
+    def hardware(self, hardware, names, key="hardware"):
+        p = f"{key}."
         self.choice(hardware, "folding", p, ("minimal", "target", "explicit"))
         self.integer(hardware, "target_cycles", p, None, 0, 2**40)
         if hardware["folding"] == "target" and hardware["target_cycles"] <= 0:
-            self.fail("hardware.folding='target' needs hardware.target_cycles > 0")
-        self.per_layer(hardware, "hardware", names, {"pe": (1, 4096), "simd": (1, 65536)})
+            self.fail(f"{key}.folding='target' needs {key}.target_cycles > 0")
+        muls = {n: v.pop("mul") for n, v in hardware["layers"].items()
+                if isinstance(v, dict) and "mul" in v}
+        self.per_layer(hardware, key, names, {"pe": (1, 4096), "simd": (1, 65536)})
+        for lname, mul in muls.items():
+            if mul not in ("dsp", "lut"):
+                self.fail(f"{key}.layers.{lname}.mul={mul!r} must be 'dsp' or 'lut'")
+            hardware["layers"][lname]["mul"] = mul
+        load = hardware["load"]
+        if not isinstance(load, list) or any(n not in names for n in load):
+            self.fail(f"{key}.load={load!r} must be a list of layer names (weights loaded "
+                      f"into RAM after reset), from: {', '.join(sorted(names))}")
+        devices = hardware.pop("devices", {})
+        if key != "hardware":
+            if devices:
+                self.fail(f"{key}.devices: device tables do not nest")
+            return
+        if not isinstance(devices, dict):
+            self.fail("hardware.devices must be a table of device names")
+        hardware["devices"] = {}
+        for device, table in devices.items():
+            if device not in DEVICE_NAMES:
+                self.fail(f"hardware.devices.{device}: unknown device; expected one of: "
+                          f"{', '.join(DEVICE_NAMES)}")
+            where = f"hardware.devices.{device}"
+            if not isinstance(table, dict):
+                self.fail(f"{where} must be a table")
+            self.keys(table, set(HARDWARE_DEFAULTS) - {"devices"}, f"{where}.")
+            section = {**HARDWARE_DEFAULTS, "devices": {}, **table}
+            self.hardware(section, names, where)
+            hardware["devices"][device] = section
 
     def per_layer(self, section, key, names, allowed):
         table = section["layers"]

@@ -88,6 +88,18 @@ BAD = [
     (BASE.replace('mode = "max"\nsize = 2', 'mode = "avg"\nsize = 3'),
      "average pooling needs a power-of-two size"),
     (BASE.replace('name = "t"', 'name = ""'), "model.name must be a non-empty string"),
+    (BASE + '\n[hardware.devices.up5K]\nfolding = "minimal"\n',
+     "hardware.devices.up5K: unknown device; expected one of: up5k"),
+    (BASE + '\n[hardware.devices.up5k]\nfolding = "target"\n',
+     "needs hardware.devices.up5k.target_cycles > 0"),
+    (BASE + '\n[hardware.devices.up5k]\nload = ["f9"]\n',
+     "hardware.devices.up5k.load=['f9'] must be a list of layer names"),
+    (BASE + '\n[hardware.devices.up5k]\nfolding = "minimal"\nspeed = 3\n',
+     "unknown key hardware.devices.up5k.'speed'"),
+    (BASE + '\n[hardware.layers.c1]\nmul = "dsp48"\n',
+     "hardware.layers.c1.mul='dsp48' must be 'dsp' or 'lut'"),
+    (BASE + '\n[hardware.devices.up5k.devices.hx8k]\nfolding = "minimal"\n',
+     "unknown key hardware.devices.up5k.'devices'"),
 ]
 
 
@@ -98,6 +110,22 @@ def test_bad_configs(text, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text and text.startswith("config ")
+
+
+def test_device_sections():
+    config = parse_config(BASE + '\n[hardware]\nfolding = "target"\ntarget_cycles = 9000\n'
+                          '\n[hardware.devices.up5k]\nfolding = "explicit"\nload = ["out"]\n'
+                          '[hardware.devices.up5k.layers.c1]\npe = 2\nmul = "lut"\n')
+    assert config.hardware["target_cycles"] == 9000 and config.hardware["load"] == []
+    up5k = config.hardware["devices"]["up5k"]
+    assert up5k["folding"] == "explicit" and up5k["load"] == ["out"]
+    assert up5k["layers"] == {"c1": {"pe": 2, "mul": "lut"}}
+
+
+def test_device_names_match_synthesis():
+    from hw.synth import DEVICES
+    from quant.config import DEVICE_NAMES
+    assert set(DEVICE_NAMES) == set(DEVICES)
 
 
 def test_unknown_preset():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hw.build import folding_from_config, parse_folding, resolve_folding
-from hw.cycles import cycle_model
+from hw.build import folding_from_config, load_from_config, parse_folding, resolve_folding
+from hw.cycles import assign_multipliers, cycle_model
 from quant.config import ConfigError, parse_config
 from quant.errors import UserError
 from quant.train import ROOT
@@ -35,6 +35,39 @@ def test_folding_from_config(lenet):
     bad = config('[hardware]\nfolding = "explicit"\n[hardware.layers.c3]\npe = 7\n')
     with pytest.raises(ConfigError, match="pe=7 does not divide out_channels=16"):
         folding_from_config(bad, meta, arrays)
+
+
+def test_device_section(lenet):
+    # [hardware.devices.up5k]: its own target, LUT multipliers beyond the 8 DSPs, its load.
+    meta, arrays, network = lenet
+    config = parse_config(network + '[hardware]\nfolding = "minimal"\n'
+                          '[hardware.devices.up5k]\nfolding = "target"\n'
+                          'target_cycles = 48000\nload = ["f5", "f6"]\n')
+    assert folding_from_config(config, meta, arrays, device="ecp5-85") == [
+        {"pe": 1, "simd": 1}] * 5
+    assert load_from_config(config, "ecp5-85") == ()
+    up5k = folding_from_config(config, meta, arrays, device="up5k", dsps=8)
+    assert up5k == [{"pe": 3, "simd": 1}, {"pe": 1, "simd": 5},
+                    {"pe": 1, "simd": 1, "mul": "lut"}, {"pe": 1, "simd": 1, "mul": "lut"},
+                    {"pe": 1, "simd": 1, "mul": "lut"}]
+    assert load_from_config(config, "up5k") == ("f5", "f6")
+    model = cycle_model(meta, up5k, arrays)
+    assert (model["cycles_per_image"], model["multipliers"]) == (48000, 11)
+
+
+def test_assign_multipliers():
+    folding = [{"pe": 2, "simd": 2}, {"pe": 5, "simd": 1}, {"pe": 1, "simd": 1},
+               {"pe": 1, "simd": 3, "mul": "dsp"}]
+    assert assign_multipliers(folding, None) == folding
+    # 3 reserved by the explicit 'dsp'; the largest layers first while they fit (5), the rest
+    # on LUTs.
+    assert assign_multipliers(folding, 8) == [
+        {"pe": 2, "simd": 2, "mul": "lut"}, {"pe": 5, "simd": 1},
+        {"pe": 1, "simd": 1, "mul": "lut"}, {"pe": 1, "simd": 3, "mul": "dsp"}]
+    assert assign_multipliers(folding, 9) == [
+        {"pe": 2, "simd": 2, "mul": "lut"}, {"pe": 5, "simd": 1}, {"pe": 1, "simd": 1},
+        {"pe": 1, "simd": 3, "mul": "dsp"}]
+    assert all(e.get("mul") == "lut" for e in assign_multipliers(folding[:3], 0))
 
 
 def test_parse_and_resolve(lenet):
