@@ -109,7 +109,7 @@ sweep: setup
 
 ## board: bitstream with a UART host link (BOARD=icebreaker|ulx3s-85f|upduino_v3); see docs/fpga.md.
 board: setup
-	$(PY) -m hw.board --board $(BOARD) $(SYNTH_ARGS)
+	$(PY) -m hw.board --config $(CONFIG) --board $(BOARD) $(SYNTH_ARGS)
 
 ## report: quantization accuracy report -> build/PRESET/reports/quant.{md,json} + PNGs.
 report: checkpoint

