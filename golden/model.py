@@ -11,6 +11,7 @@ fix.
 
 import abc
 import concurrent.futures
+import contextlib
 import copy
 import hashlib
 import json
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import blas as _blas
+from . import fast as _fast
 from . import layers as L
 
 __all__ = [
@@ -642,14 +645,29 @@ class IntegerModel:
         if array.size and (int(array.min()) < lo or int(array.max()) > hi):
             raise QModelError(f"images: pixel codes {int(array.min())}..{int(array.max())} "
                               f"exceed the input format's range {lo}..{hi}")
-        return L.pad2d(array, self._pad)
+        if array.dtype == np.uint64:
+            array = array.astype(np.int64)      # codes below 2^62: exact
+        return array
 
     def _batches(self, images, batch_size):
+        """Yield unpadded batches ``[m, C, H, W]`` of the checked images (one if empty)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
         x = self._images(images)
         for start in range(0, max(x.shape[0], 1), batch_size):
             yield x[start:start + batch_size]
+
+    def plan(self, *, taps=False):
+        """How :meth:`run` computes each layer: a :class:`golden.fast.Plan` (cached).
+
+        ``plan().paths`` names the path of every layer: "float32" where float32 is provably
+        exact (see :mod:`golden.fast`), else "int64: <the bound that fails>". With ``taps`` no
+        activation moves after a max pooling (every layer's own output is computed).
+        """
+        plans = self.__dict__.setdefault("_plans", {})
+        if taps not in plans:
+            plans[taps] = _fast.Plan(self, fuse=not taps)
+        return plans[taps]
 
     def run(self, images, *, taps=False, batch_size=128):
         """Run the model on ``images`` and return its outputs.
@@ -668,21 +686,18 @@ class IntegerModel:
         scores = []
         saturations = dict.fromkeys(self.layer_names, 0)
         outputs = {name: [] for name in self.layer_names}
+        plan = self.plan(taps=bool(taps))
 
         def forward(x):
-            counts, tapped = [], []
-            for layer in self._layers:
-                x, _, count = layer.forward(x)
-                counts.append(count)
-                if taps:
-                    tapped.append(x)
-            return x, counts, tapped
+            return plan.forward(x, bool(taps))
 
         # Batches are independent and NumPy releases the GIL in its array loops and matrix
         # products, so a thread per core runs them side by side; results keep batch order.
         batches = list(self._batches(images, batch_size))
         workers = max(1, min(len(batches), os.cpu_count() or 1))
-        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        # One BLAS thread per batch thread (see golden.blas): more threads than cores stall.
+        hold = _blas.one_thread() if workers > 1 else contextlib.nullcontext()
+        with hold, concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for x, counts, tapped in pool.map(forward, batches):
                 for layer, count in zip(self._layers, counts, strict=True):
                     saturations[layer.name] += count
@@ -708,6 +723,7 @@ class IntegerModel:
         """
         seen = {layer.name: None for layer in self._layers if layer.has_acc}
         for x in self._batches(images, batch_size):
+            x = L.pad2d(x, self._pad)
             for layer in self._layers:
                 x, acc, _ = layer.forward(x)
                 if acc is None or acc.size == 0:
