@@ -146,10 +146,11 @@ def _write_markdown(table, path):
              f"{table['macs']:,} MACs per image; MAC bound: cycles ≥ MACs / multipliers. "
              f"Pareto (LUTs, cycles) marked ★.", "",
              "| # | cycles/image | MAC bound | multipliers | LUTs | FFs | DSPs | BRAMs | SPRAM | "
-             "Fmax MHz | images/s | fits | folding (pe×simd) |",
+             "Fmax MHz | images/s | fits | folding (pe×simd, L: LUT multipliers) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in table["rows"]:
-        fold = " ".join(f"{e['pe']}×{e['simd']}" for e in r["folding"])
+        fold = " ".join(f"{e['pe']}×{e['simd']}{'L' if e.get('mul') == 'lut' else ''}"
+                        for e in r["folding"])
         fits = f(r["fits"]) if r["fits"] else "no: " + "; ".join(r["overused"]) if \
             r["overused"] else f(r["fits"])
         star = " ★" if r.get("pareto_luts") else ""
