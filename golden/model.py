@@ -470,6 +470,7 @@ class IntegerModel:
         checker = _Checker(json_name, _fix(self._preset))
         self._arrays = self._verify_arrays(checker, npz_name, arrays)
         self._build(checker)
+        self._plans = {}            # run's plans (golden.fast), built on first use
 
     @classmethod
     def from_files(cls, json_path, npz_path):
@@ -664,12 +665,12 @@ class IntegerModel:
         exact (see :mod:`golden.fast`), else "int64: <the bound that fails>". With ``taps`` no
         activation moves after a max pooling (every layer's own output is computed).
         """
-        plans = self.__dict__.setdefault("_plans", {})
-        if taps not in plans:
-            plans[taps] = _fast.Plan(self, fuse=not taps)
-        return plans[taps]
+        taps = bool(taps)
+        if taps not in self._plans:
+            self._plans[taps] = _fast.Plan(self, fuse=not taps)
+        return self._plans[taps]
 
-    def run(self, images, *, taps=False, batch_size=128):
+    def run(self, images, *, taps=False, batch_size=64):
         """Run the model on ``images`` and return its outputs.
 
         ``images`` are integer pixel codes ``[N, H, W]`` (``[N, C, H, W]`` with several
