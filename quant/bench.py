@@ -3,13 +3,16 @@
     python -m quant.bench [--presets lenet5,lenet5-tanh,lenet5-1998] [--repeat 3]
 
 For each preset with an integer model in ``build/<preset>/``: the time golden/ takes for the
-10,000 test images, the time the float PyTorch model takes (same batch size, same threads), and
-the fake-quantized float64 model, as medians of ``--repeat`` runs measured alternately in one
-process so machine noise hits all alike. Writes ``build/bench/golden.json`` and ``golden.md``.
-The figure that matters is the ratio golden ÷ PyTorch float (target: at most 2).
+10,000 test images, the time the float PyTorch model takes (its normal inference, threads as
+the config's ``train.threads``), and the fake-quantized float64 model, as medians of
+``--repeat`` runs measured alternately in one process so machine noise hits all alike. Writes
+``build/bench/golden.json`` and ``golden.md``. The figure that matters is the ratio golden ÷
+PyTorch float (target: at most 2); the spread of the ratios of adjacent runs and the load
+average show how noisy the machine was. Golden's per-layer path (float32 or int64) is listed.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -47,15 +50,29 @@ def bench_preset(preset, data, repeat):
     images = data.test.images
     qnet = QuantLeNet(model, plan_formats(model, data.train.images[:500]))
     times = {"golden": [], "torch_float": [], "torch_fake_quant_f64": []}
+    load = _load()
     for _ in range(repeat):
         times["golden"].append(_timed(lambda: integer.run(images)))
         times["torch_float"].append(_timed(lambda: predict(model, images, BATCH)))
         times["torch_fake_quant_f64"].append(_timed(lambda: fake_predict(qnet, images, BATCH)))
     med = {k: statistics.median(v) for k, v in times.items()}
+    pairs = [g / t for g, t in zip(times["golden"], times["torch_float"], strict=True)]
     return {"preset": preset, "images": len(images), "repeat": repeat,
             "seconds": {k: round(v, 3) for k, v in med.items()},
+            "runs": {k: [round(t, 3) for t in v] for k, v in times.items()},
             "images_per_second": {k: round(len(images) / v) for k, v in med.items()},
-            "golden_over_torch_float": round(med["golden"] / med["torch_float"], 3)}
+            "golden_over_torch_float": round(med["golden"] / med["torch_float"], 3),
+            "pair_ratios": [round(r, 3) for r in pairs],
+            "load_average": [load, _load()],
+            "golden_paths": integer.plan().paths}
+
+
+def _load():
+    """The 1-minute load average (None where the system does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 @cli
@@ -78,15 +95,27 @@ def main(argv=None):
         print(f"{preset}: golden {r['seconds']['golden']} s, PyTorch float "
               f"{r['seconds']['torch_float']} s, ratio {r['golden_over_torch_float']}")
     out = Path(args.out)
-    write_json(out / "golden.json", {"rows": rows, "threads": torch.get_num_threads()})
+    write_json(out / "golden.json", {"rows": rows, "threads": torch.get_num_threads(),
+                                     "cpus": os.cpu_count()})
     lines = ["# Golden model speed (10,000 MNIST test images)", "",
-             "Medians of alternating runs in one process; ratio = golden ÷ PyTorch float.", "",
-             "| preset | golden (s) | PyTorch float (s) | fake-quant f64 (s) | ratio |",
-             "|---|---:|---:|---:|---:|"]
+             f"Medians of {args.repeat} alternating runs in one process; ratio = golden ÷ "
+             f"PyTorch float (target: at most 2); pair ratios = golden ÷ PyTorch of adjacent "
+             f"runs (min–max); load = 1-minute load average before–after on "
+             f"{os.cpu_count()} CPUs.", "",
+             "| preset | golden (s) | PyTorch float (s) | fake-quant f64 (s) | ratio | "
+             "pair ratios | load |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         s = r["seconds"]
+        load = "–".join(str(v) for v in r["load_average"])
         lines.append(f"| {r['preset']} | {s['golden']} | {s['torch_float']} | "
-                     f"{s['torch_fake_quant_f64']} | {r['golden_over_torch_float']} |")
+                     f"{s['torch_fake_quant_f64']} | {r['golden_over_torch_float']} | "
+                     f"{min(r['pair_ratios'])}–{max(r['pair_ratios'])} | {load} |")
+    lines += ["", "Golden's path per layer (golden/fast.py: float32 where provably exact, else "
+              "int64):", ""]
+    for r in rows:
+        paths = ", ".join(f"{name} {path}" for name, path in r["golden_paths"].items())
+        lines.append(f"- {r['preset']}: {paths}")
     (out / "golden.md").write_text("\n".join(lines) + "\n")
     print(f"-> {out / 'golden.md'}")
     return 0
