@@ -68,7 +68,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import layers as L
 
-__all__ = ["F32_EXACT", "EXT_LIMIT", "Plan"]
+__all__ = ["F32_EXACT", "EXT_LIMIT", "Plan", "Spatial", "NotExact"]
 
 #: Every integer of magnitude at most 2^24 is a float32; bounds must stay strictly below.
 F32_EXACT = 1 << 24
@@ -448,10 +448,11 @@ class _Pool(_Stage):
         super().__init__(layer, index)
         _check_format(layer.in_format, "input")
         size = layer.size
-        if layer.mode == "avg":
-            _need(size * size * _max_code(layer.in_format) < F32_EXACT,
-                  "window sums reach 2^24")
         self.shift = 2 * (size.bit_length() - 1)
+        if layer.mode == "avg":
+            half = 1 << self.shift >> 1
+            _need(size * size * _max_code(layer.in_format) + half < F32_EXACT,
+                  "window sums reach 2^24")
         self.in_layout = in_layout
         self.layout = Spatial(*layer.out_shape)
         self.fused = fused      # the previous conv stage, whose activation runs here
