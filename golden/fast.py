@@ -29,13 +29,13 @@ term is an integer multiple of ``2^-s``; the plan requires, for every ``o``, wit
     Σ_i |w[o, i]| · X + |bias[o] + half + K · 2^s| < 2^24        (s >= 0)
     Σ_i |w[o, i]| · X + |bias[o]| < 2^24                          (s < 0)
 
-Then ``y`` is exact and ``floor(y) - K = (acc + half) >> s`` (or ``acc << -s``), the rule of
-``golden/README.md`` before saturation. Subsampling (``coef · Σwindow + bias``), average pooling
-(``Σwindow``, plus half, times ``2^-shift``), RBF distances and final scores (``s = 0``) are
-checked the same way, and every output format, lookup-table input and table entry must fit
-``2^24`` (so clamp limits are exact). A layer that fails its check runs on the int64 functions
-of :mod:`golden.layers` instead (e.g. 16-bit models); the two paths meet through exact
-conversions.
+Then ``y`` is exact and, with ``acc = bias[o] + Σ_i w[o, i] · x_i`` as in the README,
+``floor(y) - K = (acc + half) >> s`` (or ``acc << -s``): the requantized code before
+saturation. Subsampling (``coef · Σwindow + bias``), average pooling (``Σwindow``, plus half,
+times ``2^-shift``), RBF distances and final scores (``s = 0``) are checked the same way, and
+every output format, lookup-table input and table entry must fit ``2^24`` (so clamp limits are
+exact). A layer that fails its check runs on the int64 functions of :mod:`golden.layers`
+instead (e.g. 16-bit models); the two paths meet through exact conversions.
 
 **Saturation and activation.** With ``v = floor(y) - K``: codes above ``hi`` or below ``lo`` are
 exactly ``y >= hi + 1 + K`` and ``y < lo + K`` (counted, except the ReLU's clamp at 0), then
