@@ -301,6 +301,25 @@ class TestBoundEdge:
         assert act.ext is None and act.k == 0       # K = 255·64000 would pass 2^24
         assert model.plan().paths["dense0"] == "float32"
 
+    @pytest.mark.parametrize("over", [0, 1])
+    def test_pooling_and_rbf_bounds(self, monkeypatch, over):
+        # The inequalities themselves, at their edge: a lowered limit makes them reachable with
+        # 8-bit codes (float32 stays exact either way, so only the path changes).
+        spec = [{"kind": "conv", "out_channels": 2, "kernel": 3},
+                {"kind": "pool", "mode": "avg", "size": 2},
+                {"kind": "dense", "out_features": 6},
+                {"kind": "rbf", "out_features": 3}]
+        meta, arrays = golden.random_qmodel(spec, 1, height=10)
+        x = 255                                              # 8-bit unsigned codes
+        avg = 4 * x + 2                                      # window sum + rounding half
+        centers = arrays["rbf3.centers"]
+        rbf = centers.shape[1] * (x + int(np.abs(centers).max())) ** 2
+        images = images_for(meta, 20, 0)
+        for name, limit in (("pool1", avg), ("rbf3", rbf)):
+            monkeypatch.setattr(F, "F32_EXACT", limit + over)
+            model = check(meta, arrays, images)
+            assert model.plan().paths[name].split(":")[0] == ("float32" if over else "int64")
+
     def test_every_float32_layer_satisfies_its_bound(self):
         """An independent restatement of the bound for every layer of many random models."""
         for seed, (name, wbits) in enumerate([(n, w) for n in SPECS for w in (8, 12, 14)]):
