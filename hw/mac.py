@@ -52,10 +52,10 @@ def tree_stages(simd):
 def mac_extra_latency(simd, lut):
     """Return the pipeline cycles a :class:`MacStage` adds after its last step's issue.
 
-    The result of a position is valid ``steps + 4 + tree_stages(simd) (+ 2 with a LUT)``
+    The result of a position is valid ``steps + 6 + tree_stages(simd) (+ 2 with a LUT)``
     cycles after its first step is issued (see :class:`MacStage`).
     """
-    return 4 + tree_stages(simd) + (2 if lut else 0)
+    return 6 + tree_stages(simd) + (2 if lut else 0)
 
 
 def simd_options(channels, kh, kw):
@@ -130,7 +130,8 @@ class MacStage(wiring.Component):
 
     Pipeline (all registers advance together; a full output freezes them): issue → ring and
     weight reads → window mux, and the weight words registered beside it (the multiplier's
-    operands are registers: no block-RAM read or mux shares its cycle) → multiply →
+    operands are registers: no block-RAM read or mux shares its cycle) → a private copy of
+    each multiplier's operands → multiply → the products registered twice →
     ``tree_stages(simd)`` adder stages → accumulate → requantize (→ registered LUT index →
     synchronous LUT read) → output register with a skid buffer, so no ready signal crosses the
     stage combinationally.
@@ -646,22 +647,38 @@ class MacStage(wiring.Component):
         def widen(v, shape):
             return v.as_signed() if shape.signed else Cat(v, Const(0, 1)).as_signed()
 
+        # P3: each multiplier's own copy of its operands, so placement can put it beside the
+        # multiplier (a DSP block may sit far from the shared window registers). Copies of one
+        # window element differ only in their (don't-care) reset values, which keeps synthesis
+        # from merging them back into one register.
+        # P4: the products; P5: the products again, so neither the route into nor the one out
+        # of a DSP block shares a cycle with logic.
+        def reg_of(value, name, init=0):
+            reg = Signal.like(value, name=name, init=init)
+            with m.If(adv):
+                m.d.sync += reg.eq(value)
+            return reg
+
         terms = []
+        x_range = 1 << in_code.width
         for p in range(pe):
             lane_terms = []
             for s in range(simd):
-                w = w_ops[p][s]
+                w = reg_of(w_ops[p][s], f"wa{p}_{s}")
+                x_init = p % x_range - (x_range // 2 if in_code.signed and
+                                        p % x_range >= x_range // 2 else 0)
+                x = reg_of(x_ops[s], f"xa{p}_{s}", x_init)
                 if self._op == "mul":
-                    a, b = w, x_ops[s]
+                    a, b = w, x
                 else:
-                    a = b = widen(x_ops[s], in_code) - widen(w, w_code)
+                    a = b = widen(x, in_code) - widen(w, w_code)
                 product = shift_add_product(a, b) if self._lut_mul else a * b
-                reg = Signal.like(product, name=f"prod{p}_{s}")
-                with m.If(adv):
-                    m.d.sync += reg.eq(product)
-                lane_terms.append(reg)
+                prod = reg_of(product, f"prod{p}_{s}")
+                lane_terms.append(reg_of(prod, f"prod2_{p}_{s}"))
             terms.append(lane_terms)
-        prev, ctl = p2, stage(p2, "p3")
+        p3 = stage(p2, "p3")
+        p4 = stage(p3, "p4")
+        prev, ctl = p4, stage(p4, "p5")
         for level in range(tree_stages(simd)):
             nxt = []
             for p in range(pe):
