@@ -16,7 +16,15 @@ from pathlib import Path
 
 from .cycles import assign_multipliers, cycle_model, derive_folding
 from .plan import check_folding
-from .synth import DEVICES, add_model_arguments, load_argument, resolve_model, say, synthesize
+from .synth import (
+    DEVICES,
+    ToolError,
+    add_model_arguments,
+    load_argument,
+    resolve_model,
+    say,
+    synthesize,
+)
 
 __all__ = ["fastest_target", "candidate_foldings", "pareto", "sweep", "plot_sweep", "main"]
 
@@ -113,13 +121,24 @@ def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), pr
     rows = []
     for n, folding in enumerate(foldings):
         progress(f"[sweep {dev.name}] point {n + 1}/{len(foldings)}")
-        result = synthesize(meta, arrays, folding, dev, out / f"sweep-{dev.name}" / f"p{n}",
-                            freq_mhz=freq_mhz, progress=progress, load=load,
-                            tag=f"sweep {dev.name} {n + 1}/{len(foldings)}")
+        try:
+            result = synthesize(meta, arrays, folding, dev, out / f"sweep-{dev.name}" / f"p{n}",
+                                freq_mhz=freq_mhz, progress=progress, load=load,
+                                tag=f"sweep {dev.name} {n + 1}/{len(foldings)}")
+        except ToolError as exc:
+            # One point's tool failure is a row of the table, not the end of the sweep.
+            progress(f"[sweep {dev.name}] point {n + 1}: {exc}")
+            model = cycle_model(meta, folding, arrays)
+            result = {"cycles_per_image": model["cycles_per_image"],
+                      "multipliers": model["multipliers"], "fits": False, "macs": model["macs"],
+                      "mac_bound_cycles": -(-model["macs"] // model["multipliers"]),
+                      "error": str(exc), "seconds": {"total": None}}
         row = {k: result.get(k) for k in _COLUMNS}
         row.update(point=n, folding=folding, macs=result["macs"],
                    mac_bound_cycles=result["mac_bound_cycles"],
-                   overused=result.get("overused", []), seconds=result["seconds"]["total"])
+                   overused=result.get("overused", []) or
+                   ([f"error: {result['error']}"] if result.get("error") else []),
+                   seconds=result["seconds"]["total"])
         rows.append(row)
     pareto(rows, "luts")
     pareto(rows, "multipliers")
@@ -172,7 +191,7 @@ def plot_sweep(table, path):
     for ax, x, label in ((axes[0], "multipliers", "multipliers (PE × SIMD)"),
                          (axes[1], "luts", "LUTs (logic cells on iCE40)")):
         fit = [r for r in rows if r["fits"]]
-        over = [r for r in rows if not r["fits"]]
+        over = [r for r in rows if not r["fits"] and r[x] is not None]   # not a tool failure
         ax.scatter([r[x] for r in fit], [r["cycles_per_image"] for r in fit], color="tab:blue",
                    label="fits", zorder=3)
         if over:

@@ -315,6 +315,14 @@ def _rtlil(meta, arrays, folding, load=()):
                          emit_src=False)
 
 
+def _tail_text(path, size=4000):
+    """Return the last ``size`` characters of a log (empty if it does not exist)."""
+    try:
+        return Path(path).read_text(errors="replace")[-size:]
+    except FileNotFoundError:
+        return ""
+
+
 def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth", *,
                freq_mhz=None, seed=1, abc9=True, load=(), progress=say, tag=None):
     """Synthesize, place and route the accelerator for ``device``; return the result dict.
@@ -349,14 +357,26 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
     seconds["elaborate"] = round(time.monotonic() - start, 1)
 
     synth = "synth_ice40" if dev.family == "ice40" else "synth_ecp5"
-    synth_cmd = " ".join([synth, "-top", "top", *dev.synth_args, *(["-abc9"] if abc9 else []),
-                          "-json", "netlist.json"])
-    script = f"read_rtlil top.il\n{spram_script(dev.family)}\n{synth_cmd}\n" \
-             f"tee -q -o stat.json stat -json\n"
-    (work / "synth.ys").write_text(script, encoding="utf-8")
-    code, secs = prog.run(f"yosys {synth}", [_tool("yosys"), "-q", "-l", "yosys.log", "-s",
-                                             "synth.ys"], work / "yosys.out", work,
-                         tail=work / "yosys.log")
+
+    def run_yosys(with_abc9):
+        synth_cmd = " ".join([synth, "-top", "top", *dev.synth_args,
+                              *(["-abc9"] if with_abc9 else []), "-json", "netlist.json"])
+        script = f"read_rtlil top.il\n{spram_script(dev.family)}\n{synth_cmd}\n" \
+                 f"tee -q -o stat.json stat -json\n"
+        (work / "synth.ys").write_text(script, encoding="utf-8")
+        return prog.run(f"yosys {synth}", [_tool("yosys"), "-q", "-l", "yosys.log", "-s",
+                                           "synth.ys"], work / "yosys.out", work,
+                        tail=work / "yosys.log")
+
+    code, secs = run_yosys(abc9)
+    if code != 0 and abc9 and "ABC_OPS_REINTEGRATE" in _tail_text(work / "yosys.log"):
+        # Yosys 0.70's ABC9 reintegration can assert on some netlists (seen with ECP5
+        # distributed RAM); plain ABC maps the same design.
+        prog.say("yosys: ABC9 failed while reintegrating its netlist; again with ABC")
+        (work / "yosys.log").replace(work / "yosys-abc9.log")
+        abc9 = False
+        code, more = run_yosys(False)
+        secs += more
     seconds["yosys"] = round(secs, 1)
     if code != 0:
         log = work / "yosys.log"
@@ -370,7 +390,7 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
 
     result = {
         "device": dev.name, "device_label": dev.label, "family": dev.family,
-        "freq_constraint_mhz": freq, "seed": seed,
+        "freq_constraint_mhz": freq, "seed": seed, "abc9": abc9,
         "folding": folding, "load": list(load),
         "cycles_per_image": model["cycles_per_image"],
         "latency_cycles": model["latency_cycles"],

@@ -10,6 +10,7 @@ from hw import sweep as sweep_mod
 from hw.cycles import cycle_model
 from hw.synth import (
     DEVICES,
+    ToolError,
     parse_nextpnr_log,
     parse_nextpnr_report,
     synthesize,
@@ -230,3 +231,51 @@ def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):
                                         r"crashed or hit its memory limit; see the end of "
                                         r".*yosys.log"):
         synthesize(meta, arrays, None, "up5k", tmp_path / "out")
+
+
+@needs_tools
+def test_abc9_crash_falls_back_to_abc(tiny, tmp_path, monkeypatch):
+    # Yosys 0.70's ABC9 asserts while reintegrating some ECP5 netlists (a LeNet-5 sweep point):
+    # the run is repeated with ABC instead of failing.
+    import hw.synth as synth_mod
+    real = synth_mod._tool("yosys")
+    fake = tmp_path / "yosys"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"case \"$1\" in -V) exec {real} -V;; esac\n"
+        "if grep -q -- -abc9 synth.ys; then\n"
+        "  printf '2.46.16.7. Executing ABC_OPS_REINTEGRATE pass\\nERROR: Assert failed\\n'"
+        " > yosys.log; exit 1\nfi\n"
+        f"exec {real} \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    monkeypatch.setattr(synth_mod, "_VERSIONS", {})
+    meta, arrays = tiny
+    lines = []
+    result = synthesize(meta, arrays, None, "up5k", tmp_path / "out", progress=lines.append)
+    assert result["fits"] and result["abc9"] is False
+    assert any("again with ABC" in line for line in lines)
+    assert (tmp_path / "out" / "up5k" / "yosys-abc9.log").is_file()
+
+
+def test_sweep_keeps_going_after_a_tool_failure(tiny, tmp_path, monkeypatch):
+    meta, arrays = tiny
+    calls = []
+
+    def fake(meta, arrays, folding, dev, out, **kw):
+        calls.append(folding)
+        if len(calls) == 2:
+            raise ToolError("yosys failed (exit 1): ERROR: Assert")
+        model = cycle_model(meta, folding, arrays)
+        return {"cycles_per_image": model["cycles_per_image"],
+                "multipliers": model["multipliers"], "luts": 500, "ffs": 100, "dsps": 1,
+                "brams": 1, "spram": 0, "fmax_mhz": 40.0, "images_per_second": 1.0,
+                "fits": True, "overused": [], "macs": model["macs"], "seconds": {"total": 0.1},
+                "mac_bound_cycles": 1}
+    monkeypatch.setattr(sweep_mod, "synthesize", fake)
+    table = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None)
+    assert len(table["rows"]) == len(calls) >= 3
+    failed = table["rows"][1]
+    assert failed["fits"] is False and failed["luts"] is None
+    assert failed["overused"] == ["error: yosys failed (exit 1): ERROR: Assert"]
+    assert (tmp_path / "sweep-up5k.png").is_file()
