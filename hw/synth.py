@@ -358,9 +358,10 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
 
     synth = "synth_ice40" if dev.family == "ice40" else "synth_ecp5"
 
-    def run_yosys(with_abc9):
+    def run_yosys(with_abc9, extra=()):
         synth_cmd = " ".join([synth, "-top", "top", *dev.synth_args,
-                              *(["-abc9"] if with_abc9 else []), "-json", "netlist.json"])
+                              *(["-abc9"] if with_abc9 else []), *extra, "-json",
+                              "netlist.json"])
         script = f"read_rtlil top.il\n{spram_script(dev.family)}\n{synth_cmd}\n" \
                  f"tee -q -o stat.json stat -json\n"
         (work / "synth.ys").write_text(script, encoding="utf-8")
@@ -369,13 +370,19 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
                         tail=work / "yosys.log")
 
     code, secs = run_yosys(abc9)
-    if code != 0 and abc9 and "ABC_OPS_REINTEGRATE" in _tail_text(work / "yosys.log"):
-        # Yosys 0.70's ABC9 reintegration can assert on some netlists (seen with ECP5
-        # distributed RAM); plain ABC maps the same design.
-        prog.say("yosys: ABC9 failed while reintegrating its netlist; again with ABC")
+    retry = None
+    if code != 0 and "ABC_OPS_REINTEGRATE" in _tail_text(work / "yosys.log"):
+        # Yosys 0.70's ABC9 reintegration asserts on some netlists (seen on ECP5 with ROMs in
+        # LUT RAM). synth_ecp5 always runs ABC9: map small memories without LUT RAM instead;
+        # synth_ice40 can run plain ABC.
+        retry = "-nolutram" if dev.family == "ecp5" else "no -abc9"
+        prog.say(f"yosys: ABC9 failed while reintegrating its netlist; again with {retry}")
         (work / "yosys.log").replace(work / "yosys-abc9.log")
-        abc9 = False
-        code, more = run_yosys(False)
+        if dev.family == "ecp5":
+            code, more = run_yosys(abc9, ("-nolutram",))
+        else:
+            abc9 = False
+            code, more = run_yosys(False)
         secs += more
     seconds["yosys"] = round(secs, 1)
     if code != 0:
@@ -390,7 +397,7 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
 
     result = {
         "device": dev.name, "device_label": dev.label, "family": dev.family,
-        "freq_constraint_mhz": freq, "seed": seed, "abc9": abc9,
+        "freq_constraint_mhz": freq, "seed": seed, "abc9": abc9, "yosys_retry": retry,
         "folding": folding, "load": list(load),
         "cycles_per_image": model["cycles_per_image"],
         "latency_cycles": model["latency_cycles"],

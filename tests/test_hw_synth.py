@@ -253,8 +253,8 @@ def test_abc9_crash_falls_back_to_abc(tiny, tmp_path, monkeypatch):
     meta, arrays = tiny
     lines = []
     result = synthesize(meta, arrays, None, "up5k", tmp_path / "out", progress=lines.append)
-    assert result["fits"] and result["abc9"] is False
-    assert any("again with ABC" in line for line in lines)
+    assert result["fits"] and result["abc9"] is False and result["yosys_retry"] == "no -abc9"
+    assert any("again with no -abc9" in line for line in lines)
     assert (tmp_path / "out" / "up5k" / "yosys-abc9.log").is_file()
 
 
