@@ -372,14 +372,14 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
     code, secs = run_yosys(abc9)
     retry = None
     if code != 0 and "ABC_OPS_REINTEGRATE" in _tail_text(work / "yosys.log"):
-        # Yosys 0.70's ABC9 reintegration asserts on some netlists (seen on ECP5 with ROMs in
-        # LUT RAM). synth_ecp5 always runs ABC9: map small memories without LUT RAM instead;
-        # synth_ice40 can run plain ABC.
-        retry = "-nolutram" if dev.family == "ecp5" else "no -abc9"
+        # Yosys 0.70's ABC9 reintegration asserts on some netlists (an ECP5 LeNet-5 at
+        # 48,000 cycles per image). synth_ecp5 always runs ABC9; with its flip-flops mapped
+        # by ABC9 too (-dff) the same netlist goes through. synth_ice40 can run plain ABC.
+        retry = "-dff" if dev.family == "ecp5" else "no -abc9"
         prog.say(f"yosys: ABC9 failed while reintegrating its netlist; again with {retry}")
         (work / "yosys.log").replace(work / "yosys-abc9.log")
         if dev.family == "ecp5":
-            code, more = run_yosys(abc9, ("-nolutram",))
+            code, more = run_yosys(abc9, ("-dff",))
         else:
             abc9 = False
             code, more = run_yosys(False)
