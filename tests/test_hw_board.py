@@ -219,6 +219,10 @@ LOADABLE = [{"kind": "conv", "out_channels": 2, "kernel": 3},
     (None, ("dense2",)),
     ([{"pe": 2, "simd": 3}, {"pe": 2, "simd": 2}, {"pe": 1, "simd": 1}],
      ("conv0", "dense2", "dense3")),
+    # The UP5K recipe in small: DSP and LUT multipliers mixed, loaded weights on LUT layers.
+    ([{"pe": 2, "simd": 1}, {"pe": 3, "simd": 2, "mul": "lut"}, {"pe": 2, "simd": 1,
+                                                                 "mul": "lut"}],
+     ("dense2", "dense3")),
 ])
 def test_loaded_weights_equal_golden(folding, load):
     """Weights streamed into RAM after reset (the SPRAM path) give the golden results."""

@@ -274,3 +274,36 @@ def test_cycles_and_properties():
     assert resources["ring_banks"] == {"count": 25, "depth": 2 * 4 * 8, "width": 8}
     assert resources["memory_bits"] == {"ring": 25 * 64 * 8, "weights": 2 * 48 * 200,
                                         "bias": 0, "lut": 0}
+
+
+@pytest.mark.parametrize("op,in_signed", [("mul", False), ("mul", True), ("sqdiff", False),
+                                          ("sqdiff", True)])
+def test_lut_multipliers_exact(op, in_signed):
+    # lut_mul: products from shifted partial products (no `*`), bit-exact at the code extremes
+    # (-128 x -128, 255 x 127, ...) for unsigned and signed inputs and both ops.
+    from amaranth.back import rtlil
+    rng = np.random.default_rng(17 + in_signed)
+    fmt = {"bits": 8, "frac": 4, "signed": in_signed}
+    lo, hi = (-128, 127) if in_signed else (0, 255)
+    features, classes, n = 6, 4, 6
+    w_fmt = fmt if op == "sqdiff" else {"bits": 8, "frac": 6, "signed": True}
+    w_lo, w_hi = (lo, hi) if op == "sqdiff" else (-128, 127)
+    weight = rng.integers(w_lo, w_hi, (classes, features), endpoint=True)
+    weight[0, :2] = [w_lo, w_hi]
+    x = rng.integers(lo, hi, (n, features), endpoint=True)
+    x[0, :2] = [lo, hi]
+    x[1, :2] = [hi, lo]
+    bias = None if op == "sqdiff" else rng.integers(-100, 100, classes)
+    acc_bits = L.acc_bits_for("rbf" if op == "sqdiff" else "dense", None if op == "sqdiff"
+                              else 8, 8, features)
+    args = dict(label="layers[1] 'out'", in_shape=(features, 1, 1), in_format=fmt,
+                weight_format=w_fmt, weight=weight.reshape(classes, features, 1, 1), bias=bias,
+                acc_bits=acc_bits, activation=None, op=op, pe=2, simd=3)
+    dut = MacStage(**args, lut_mul=True)
+    out, _ = _run(dut, x.tolist(), n, gap=0.2, stall=0.2)
+    want = L.rbf(x, weight) if op == "sqdiff" else L.dense(x, weight, bias)
+    assert out == want.tolist()
+    # The products are adders only: no multiplication cell in the design (so synthesis cannot
+    # map them to DSP blocks), unlike the default.
+    assert "$mul" not in rtlil.convert(MacStage(**args, lut_mul=True))
+    assert "$mul" in rtlil.convert(MacStage(**args))
