@@ -19,6 +19,7 @@ from .plan import check_folding
 from .synth import (
     DEVICES,
     ToolError,
+    _rtlil,
     add_model_arguments,
     load_argument,
     resolve_model,
@@ -107,12 +108,37 @@ _COLUMNS = ("cycles_per_image", "multipliers", "luts", "ffs", "dsps", "brams", "
             "fmax_mhz", "images_per_second", "fits")
 
 
+def _row(n, folding, result):
+    row = {k: result.get(k) for k in _COLUMNS}
+    row.update(point=n, folding=folding, macs=result["macs"],
+               mac_bound_cycles=result["mac_bound_cycles"],
+               overused=result.get("overused", []) or
+               ([f"error: {result['error']}"] if result.get("error") else []),
+               seconds=result["seconds"]["total"])
+    return row
+
+
+def _previous(meta, arrays, folding, load, dev, work, freq_mhz):
+    """Return a point's earlier result when its design (RTLIL) and clock are the same."""
+    result_path = work / f"{dev.name}.json"
+    il_path = work / dev.name / "top.il"
+    if not (result_path.is_file() and il_path.is_file()):
+        return None
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    if result.get("freq_constraint_mhz") != float(freq_mhz or dev.freq_mhz):
+        return None
+    if il_path.read_text(encoding="utf-8") != _rtlil(meta, arrays, folding, load):
+        return None
+    return result
+
+
 def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), progress=say,
-          min_cycles=None):
+          min_cycles=None, resume=False):
     """Synthesize the foldings of :func:`candidate_foldings`; write and return the table.
 
     Each folding's multipliers beyond the device's DSP blocks are built from LUTs
-    (:func:`hw.cycles.assign_multipliers`).
+    (:func:`hw.cycles.assign_multipliers`). With ``resume``, a point whose folder already
+    holds the result of the same design (identical RTLIL, same clock target) is not run again.
     """
     dev = DEVICES[device] if isinstance(device, str) else device
     foldings = [assign_multipliers(f, dev.capacity["dsps"])
@@ -121,6 +147,12 @@ def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), pr
     rows = []
     for n, folding in enumerate(foldings):
         progress(f"[sweep {dev.name}] point {n + 1}/{len(foldings)}")
+        work = out / f"sweep-{dev.name}" / f"p{n}"
+        result = _previous(meta, arrays, folding, load, dev, work, freq_mhz) if resume else None
+        if result is not None:
+            progress(f"[sweep {dev.name}] point {n + 1}: the same design's result is in {work}")
+            rows.append(_row(n, folding, result))
+            continue
         try:
             result = synthesize(meta, arrays, folding, dev, out / f"sweep-{dev.name}" / f"p{n}",
                                 freq_mhz=freq_mhz, progress=progress, load=load,
@@ -133,13 +165,7 @@ def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), pr
                       "multipliers": model["multipliers"], "fits": False, "macs": model["macs"],
                       "mac_bound_cycles": -(-model["macs"] // model["multipliers"]),
                       "error": str(exc), "seconds": {"total": None}}
-        row = {k: result.get(k) for k in _COLUMNS}
-        row.update(point=n, folding=folding, macs=result["macs"],
-                   mac_bound_cycles=result["mac_bound_cycles"],
-                   overused=result.get("overused", []) or
-                   ([f"error: {result['error']}"] if result.get("error") else []),
-                   seconds=result["seconds"]["total"])
-        rows.append(row)
+        rows.append(_row(n, folding, result))
     pareto(rows, "luts")
     pareto(rows, "multipliers")
     table = {"device": dev.name, "device_label": dev.label, "capacity": dev.capacity,
@@ -232,6 +258,8 @@ def main(argv=None):
     parser.add_argument("--points", type=int, default=8, help="foldings to synthesize (8)")
     parser.add_argument("--quick", action="store_true", help="3 points")
     parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the results of points whose design was already built")
     parser.add_argument("--min-cycles", type=int,
                         help="fastest folding to try, in cycles per image (default: the "
                              "fastest any folding reaches)")
@@ -242,7 +270,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else preset_dir / "synth"
     sweep(meta, arrays, args.device, out, points=3 if args.quick else args.points,
           freq_mhz=args.freq, load=load_argument(parser, args, meta),
-          min_cycles=args.min_cycles)
+          min_cycles=args.min_cycles, resume=args.resume)
     for ext in ("json", "md", "png"):
         print(out / f"sweep-{args.device}.{ext}")
     return 0

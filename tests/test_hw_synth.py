@@ -279,3 +279,33 @@ def test_sweep_keeps_going_after_a_tool_failure(tiny, tmp_path, monkeypatch):
     assert failed["fits"] is False and failed["luts"] is None
     assert failed["overused"] == ["error: yosys failed (exit 1): ERROR: Assert"]
     assert (tmp_path / "sweep-up5k.png").is_file()
+
+
+def test_sweep_resume_reuses_the_same_design(tiny, tmp_path, monkeypatch):
+    # --resume: a point whose folder holds the result of an identical design is not rebuilt;
+    # a changed clock target (or design) is.
+    from hw.synth import _rtlil
+    meta, arrays = tiny
+    calls = []
+
+    def fake(meta, arrays, folding, dev, out, *, freq_mhz=None, load=(), **kw):
+        calls.append(folding)
+        model = cycle_model(meta, folding, arrays)
+        result = {"cycles_per_image": model["cycles_per_image"], "freq_constraint_mhz":
+                  float(freq_mhz or dev.freq_mhz), "multipliers": model["multipliers"],
+                  "luts": 500, "ffs": 100, "dsps": 1, "brams": 1, "spram": 0, "fmax_mhz": 40.0,
+                  "images_per_second": 1.0, "fits": True, "overused": [], "macs": model["macs"],
+                  "seconds": {"total": 0.1}, "mac_bound_cycles": 1}
+        (out / dev.name).mkdir(parents=True, exist_ok=True)
+        (out / dev.name / "top.il").write_text(_rtlil(meta, arrays, folding, load))
+        (out / f"{dev.name}.json").write_text(json.dumps(result))
+        return result
+    monkeypatch.setattr(sweep_mod, "synthesize", fake)
+    first = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None)
+    n = len(calls)
+    again = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None,
+                            resume=True)
+    assert len(calls) == n and again["rows"] == first["rows"]
+    sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None,
+                    resume=True, freq_mhz=30)
+    assert len(calls) == 2 * n
