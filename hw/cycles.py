@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from .arith import format_shape
-from .mac import group_steps, mac_extra_latency, mac_resources, simd_options
+from .mac import mac_extra_latency, mac_resources, simd_options
 from .plan import (
     MAC_KINDS,
     check_folding,
     connections_of,
     layer_shapes,
+    mac_c_block,
     mac_cycles,
     mac_geometry,
-    mac_steps,
-    stream_lanes,
+    mac_group_steps,
 )
 from .pool import pool_latency, pool_resources
 from .regroup import regroup_steps
@@ -88,17 +88,16 @@ def stage_table(meta, folding=None, arrays=None):
     for index, layer in enumerate(layers):
         kind = layer["kind"]
         c, h, w = shapes[index]
-        fold = next(folds) if kind in MAC_KINDS else None
-        if kind in MAC_KINDS or kind in ("pool", "subsample"):
-            need, out_lanes = stream_lanes(kind, shapes[index], fold, layer=layer, lanes=lanes)
         if kind in MAC_KINDS:
+            fold = next(folds)
             p = layer.get("padding", 0) if kind == "conv" else 0
             if p and not (index == 0 and first_pad):
                 regroup(layer["name"], c, h * w, c)
                 padder(f"{layer['name']}.pad", c, h, w, p)
                 lanes = c
-            regroup(layer["name"], need, (h + 2 * p) * (w + 2 * p), c)
-            lanes = out_lanes
+            regroup(layer["name"], mac_c_block(layer, shapes[index], fold["simd"]),
+                    (h + 2 * p) * (w + 2 * p), c)
+            lanes = fold["pe"]
             in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
             pe, simd = fold["pe"], fold["simd"]
             _, hh, ww = in_shape
@@ -106,7 +105,8 @@ def stage_table(meta, folding=None, arrays=None):
             positions = (hh - kh + 1) * (ww - kw + 1)
             table = connections_of(layer, arrays)
             pairs = int(table.sum()) if table is not None else out_channels * c
-            steps = mac_steps(in_shape, kernel, out_channels, pe, simd, table)
+            per_group = mac_group_steps(in_shape, kernel, out_channels, pe, simd, table)
+            steps = sum(per_group)
             lut = _lut_bits(layer) > 0
             bias = True
             if arrays is not None and kind != "rbf" and layer["arrays"]["bias"] in arrays:
@@ -118,8 +118,6 @@ def stage_table(meta, folding=None, arrays=None):
                 out_channels=out_channels, pe=pe, simd=simd, rom_rows=steps,
                 bias=kind != "rbf" and bias, lut_bits=_lut_bits(layer))
             c_block, t, r = simd_options(c, kh, kw)[simd]
-            per_group = [len(blocks) * (kh // r) * (kw // t)
-                         for blocks in group_steps(table, out_channels, c, pe, c_block)]
             stages.append({
                 "name": layer["name"], "kind": kind, "blocks": c // c_block,
                 "group_steps": per_group,
@@ -132,9 +130,7 @@ def stage_table(meta, folding=None, arrays=None):
                 "in_shape": in_shape, "kernel": kernel, "out_hw": (hh - kh + 1, ww - kw + 1),
                 "resources": resources,
             })
-        elif kind in ("pool", "subsample"):
-            regroup(layer["name"], need, h * w, c)
-            lanes = out_lanes
+        elif kind in ("pool", "subsample"):              # keeps the beats it is given
             s = layer["size"]
             lut = _lut_bits(layer) if kind == "subsample" else 0
             mode = "subsample" if kind == "subsample" else layer["mode"]

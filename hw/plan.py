@@ -15,7 +15,7 @@ from .pool import PoolStage
 from .regroup import Regroup, regroup_steps
 
 __all__ = ["MAC_KINDS", "mac_layers", "check_folding", "check_load", "plan", "mac_cycles",
-           "mac_steps", "connections_of", "stream_lanes"]
+           "mac_steps", "mac_group_steps", "connections_of", "mac_c_block"]
 
 #: Layer kinds computed on the PE × SIMD MAC array (and so folded).
 MAC_KINDS = ("conv", "dense", "rbf")
@@ -76,13 +76,17 @@ def connections_of(layer, arrays):
                          f"arrays were given; pass the integer model's arrays")
     return np.asarray(arrays[name], dtype=np.int64)
 
-def mac_steps(in_shape, kernel, out_channels, pe, simd, connections=None):
-    """MAC steps of one output position of a :class:`MacStage` (all its groups)."""
+def mac_group_steps(in_shape, kernel, out_channels, pe, simd, connections=None):
+    """MAC steps of each group of ``pe`` output channels of a :class:`MacStage` position."""
     c, _, _ = in_shape
     kh, kw = kernel
     c_block, t, r = simd_split(c, kh, kw, simd)
     lists = group_steps(connections, out_channels, c, pe, c_block)
-    return (kh // r) * (kw // t) * sum(len(blocks) for blocks in lists)
+    return [(kh // r) * (kw // t) * len(blocks) for blocks in lists]
+
+def mac_steps(in_shape, kernel, out_channels, pe, simd, connections=None):
+    """MAC steps of one output position of a :class:`MacStage` (all its groups)."""
+    return sum(mac_group_steps(in_shape, kernel, out_channels, pe, simd, connections))
 
 def mac_cycles(in_shape, kernel, out_channels, pe, simd, connections=None):
     """Cycles per image of a :class:`MacStage` (see its docstring)."""
@@ -93,19 +97,15 @@ def mac_cycles(in_shape, kernel, out_channels, pe, simd, connections=None):
     return max(h * w * (c // c_block), (h - kh + 1) * (w - kw + 1) * steps)
 
 
-def stream_lanes(kind, shape, fold=None, *, layer=None, lanes=None):
-    """Return ``(in_lanes, out_lanes)``: channels per beat a stage takes and gives.
+def mac_c_block(layer, shape, simd):
+    """Return the channels per input beat of a MAC layer: ``c_block`` of its SIMD split.
 
-    A MAC stage takes one channel block (``c_block`` of its SIMD split) and gives one group of
-    ``pe`` output channels per beat; pools and subsampling keep the ``lanes`` of the stream
-    they are given; padders take and give whole positions.
+    The channels per beat of the streams: a MAC stage takes one channel block and gives one
+    group of ``pe`` output channels per beat; pools keep the beats they are given; padders
+    (and the input) carry whole positions; the classifier takes one score per beat.
     """
-    if kind in MAC_KINDS:
-        in_shape, kernel, _ = mac_geometry(layer, shape)
-        return simd_split(in_shape[0], *kernel, fold["simd"])[0], fold["pe"]
-    if kind in ("pool", "subsample"):
-        return lanes, lanes
-    return shape[0], shape[0]
+    in_shape, kernel, _ = mac_geometry(layer, shape)
+    return simd_split(in_shape[0], *kernel, simd)[0]
 
 def check_folding(meta, folding):
     """Validate ``folding`` (a list of ``{"pe", "simd"}``, one per MAC layer) and return it.
@@ -210,22 +210,17 @@ def plan(meta, arrays, folding=None, load=()):
         shape = shapes[index]
         names = layer.get("arrays", {})
         final = layer.get("final", False)
-        fold = next(fold_iter) if kind in MAC_KINDS else None
-        if kind in MAC_KINDS or kind in ("pool", "subsample"):
-            need, out_lanes = stream_lanes(kind, shape, fold, layer=layer, lanes=lanes)
-            if kind in MAC_KINDS and layer.get("padding", 0) and not (index == 0 and folded_pad):
-                need = shape[0]                   # the padder takes whole positions
-            regroup(need)
-            lanes = out_lanes
         if kind in MAC_KINDS:
+            fold = next(fold_iter)
             in_shape, kernel, out_channels = mac_geometry(layer, shape)
             p = layer.get("padding", 0) if kind == "conv" else 0
             if p and not (index == 0 and folded_pad):
+                regroup(shape[0])                 # the padder takes whole positions
                 stages.append(Padder(channels=shape[0], height=shape[1], width=shape[2],
                                      pad=p, fmt=layer["in_format"]))
                 lanes = shape[0]
-                regroup(stream_lanes(kind, shape, fold, layer=layer)[0])
-                lanes = fold["pe"]
+            regroup(mac_c_block(layer, shape, fold["simd"]))
+            lanes = fold["pe"]
             if kind == "rbf":
                 weight = arrays[names["centers"]].reshape((out_channels,) + in_shape)
                 bias, weight_format, op = None, layer["in_format"], "sqdiff"
