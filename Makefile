@@ -101,15 +101,15 @@ bench: setup
 
 ## synth: yosys + nextpnr (DEVICE=up5k|ecp5-85|...) -> build/PRESET/synth/DEVICE.{json,md}.
 synth: setup
-	$(PY) -m hw.synth --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
+	$(PY) -m fpga.synth --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
 
 ## sweep: foldings smallest to fastest, each synthesized -> build/PRESET/synth/sweep-DEVICE.*.
 sweep: setup
-	$(PY) -m hw.sweep --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
+	$(PY) -m fpga.sweep --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
 
 ## board: bitstream with a UART host link (BOARD=icebreaker|ulx3s-85f|upduino_v3); see docs/fpga.md.
 board: setup
-	$(PY) -m hw.board --config $(CONFIG) --board $(BOARD) $(SYNTH_ARGS)
+	$(PY) -m fpga.board --config $(CONFIG) --board $(BOARD) $(SYNTH_ARGS)
 
 ## report: quantization accuracy report -> build/PRESET/reports/quant.{md,json} + PNGs.
 report: checkpoint

@@ -475,6 +475,33 @@ class _Pool(_Stage):
         return out, {self.name: 0}
 
 
+class _Gap(_Stage):
+    def __init__(self, layer, index, in_layout):
+        super().__init__(layer, index)
+        _check_format(layer.in_format, "input")
+        area = layer.in_shape[1] * layer.in_shape[2]
+        half = 1 << (layer.shift - 1)
+        _need(area * _max_code(layer.in_format) * layer.mul + half < F32_EXACT,
+              "sums times mul reach 2^24")
+        self.in_layout = in_layout
+        self.layout = Spatial(*layer.out_shape)
+        self.lo, self.hi = L.format_range(layer.in_format)
+        self.mul = np.float32(layer.mul)
+        self.half = np.float32(half)
+        self.scale = np.float32(2.0 ** -layer.shift)
+
+    def run(self, x, m, local):
+        channels = self.layout.shape[0]
+        y = x.reshape(m, -1, channels).sum(axis=1, dtype=np.float32)
+        y *= self.mul
+        y += self.half
+        y *= self.scale
+        np.floor(y, out=y)
+        count = _count(y, self.hi + 1, True) + _count(y, self.lo, False)
+        np.clip(y, self.lo, self.hi, out=y)
+        return y, {self.name: count}
+
+
 class _Rbf(_Stage):
     def __init__(self, layer, index, in_layout):
         super().__init__(layer, index)
@@ -539,6 +566,8 @@ class Plan:
                         fused.defer = True
                 elif layer.kind == "subsample":
                     stage = _Subsample(layer, i, layout or Spatial(*layer.in_shape))
+                elif layer.kind == "gap":
+                    stage = _Gap(layer, i, layout or Spatial(*layer.in_shape))
                 elif layer.kind == "dense":
                     stage = _Dense(layer, i, layout or Spatial(*layer.in_shape))
                 else:

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = [
     "pad2d", "conv2d", "dense", "requantize", "apply_lut", "maxpool", "avgpool", "subsample",
-    "rbf", "classify", "format_range", "build_lut", "acc_bits_for",
+    "global_avgpool", "rbf", "classify", "format_range", "build_lut", "acc_bits_for",
     "LUT_FUNCTIONS", "ACC_KINDS",
 ]
 
@@ -310,6 +310,26 @@ def avgpool(x, size):
         total += 1 << (shift - 1)
         total >>= shift
     return total
+
+
+def global_avgpool(x, mul, shift, fmt):
+    """Return each channel's rounded mean over its whole map, and the saturations.
+
+    ``x`` is ``[N, C, H, W]`` in the format ``fmt``; with ``S`` the sum of a channel's ``H·W``
+    codes, the code is ``(S · mul + 2^(shift-1)) >> shift`` (round half up by an arithmetic
+    shift), clamped to ``fmt``'s range (:func:`requantize` with ``shift``). ``(mul, shift)`` is
+    ``core.kinds.gap_scale(H·W)``, ``shift >= 1``. Return ``(q[N, C, 1, 1], saturations)``.
+    """
+    where = "global_avgpool"
+    x = _int_array(x, where, "x", 4)
+    mul = _int_param(mul, where, "mul", 1)
+    shift = _int_param(shift, where, "shift", 1)
+    area = x.shape[2] * x.shape[3]
+    if float(_max_abs(x)) * area * mul + 2.0 ** (shift - 1) >= _INT_EXACT:
+        raise OverflowError(f"{where}: sums times mul can reach beyond 2^62")
+    total = x.sum(axis=(2, 3), keepdims=True)
+    total *= mul
+    return requantize(total, shift, fmt)
 
 
 def subsample(x, coef, bias, size):

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import UserError
+from core.kinds import gap_scale
+
 from . import blas as _blas
 from . import fast as _fast
 from . import layers as L
@@ -41,7 +44,7 @@ NPZ_NAME = "qmodel.npz"
 _MISSING = object()
 
 
-class QModelError(ValueError):
+class QModelError(UserError, ValueError):
     """An integer model (or the images given to it) is missing, corrupt or inconsistent."""
 
 
@@ -245,6 +248,38 @@ class _Pool(_Layer):
         return L.avgpool(x, self.size), None, 0
 
 
+class _Gap(_Layer):
+    kind = "gap"
+
+    def __init__(self, checker, index, desc, shape, fmt, arrays):
+        super().__init__(checker, index, desc, shape, fmt, arrays)
+        w = self.where
+        if self.final:
+            self.fail("a gap layer cannot be final; end with a dense or rbf layer")
+        channels, height, width = shape
+        area = height * width
+        if area < 2:
+            self.fail(f"global average pooling of a {height}x{width} map does nothing; remove "
+                      f"the layer")
+        self.out_shape = (channels, 1, 1)
+        self.declared_shapes(desc, shape, self.out_shape, exact=True)
+        self.out_format = checker.fmt(desc, "out_format", w)
+        if not _same_format(self.out_format, self.in_format):
+            self.fail("out_format must equal in_format (global average pooling keeps the "
+                      "format)")
+        mul = checker.integer(desc, "mul", w, 1)
+        shift = checker.integer(desc, "shift", w, 1, 62)
+        self.mul, self.shift = gap_scale(area)
+        if (mul, shift) != (self.mul, self.shift):
+            self.fail(f"mul={mul}, shift={shift} but gap_scale({area}) of its {height}x{width} "
+                      f"map gives mul={self.mul}, shift={self.shift}")
+
+    def forward(self, x):
+        x = x.reshape((x.shape[0],) + self.in_shape)
+        out, saturations = L.global_avgpool(x, self.mul, self.shift, self.in_format)
+        return out, None, saturations
+
+
 class _Affine(_Layer):
     """A layer with an accumulator, a bias, a requantization and an activation."""
 
@@ -441,7 +476,7 @@ class _Rbf(_Layer):
         return scores, scores, 0
 
 
-_KINDS = {cls.kind: cls for cls in (_Conv, _Pool, _Subsample, _Dense, _Rbf)}
+_KINDS = {cls.kind: cls for cls in (_Conv, _Pool, _Subsample, _Gap, _Dense, _Rbf)}
 
 
 class IntegerModel:

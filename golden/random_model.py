@@ -11,6 +11,8 @@ from functools import partial
 
 import numpy as np
 
+from core.kinds import gap_scale
+
 from . import layers as L
 from .model import FORMAT_VERSION, IntegerModel, array_sha256
 
@@ -27,6 +29,7 @@ SPEC_KEYS = {
     "conv": {"out_channels", "kernel", "padding", "connections"} | _AFFINE_KEYS,
     "pool": {"mode", "size"},
     "subsample": {"size"} | _AFFINE_KEYS,
+    "gap": set(),
     "dense": {"out_features", "final"} | _AFFINE_KEYS,
     "rbf": {"out_features", "final"},
 }
@@ -293,7 +296,7 @@ def random_qmodel(spec, seed, wbits=8, abits=8, *, height=8, width=None, channel
         final = i == len(spec) - 1
         desc = {"name": name, "kind": kind, "in_shape": list(shape), "in_format": dict(fmt)}
         where = f"spec[{i}]"
-        if kind in ("conv", "subsample", "pool"):
+        if kind in ("conv", "subsample", "pool", "gap"):
             x = x.reshape((calibration,) + shape)
         if kind == "conv":
             k, p = entry["kernel"], entry.get("padding", 0)
@@ -329,6 +332,12 @@ def random_qmodel(spec, seed, wbits=8, abits=8, *, height=8, width=None, channel
             shape = (shape[0], shape[1] // size, shape[2] // size)
             desc.update({"mode": mode, "size": size, "out_shape": list(shape),
                          "out_format": dict(fmt)})
+        elif kind == "gap":
+            mul, shift = gap_scale(shape[1] * shape[2])
+            x = L.global_avgpool(x, mul, shift, fmt)[0]
+            shape = (shape[0], 1, 1)
+            desc.update({"out_shape": list(shape), "mul": mul, "shift": shift, "final": False,
+                         "arrays": {}, "out_format": dict(fmt)})
         elif kind == "dense":
             features, out = int(np.prod(shape)), entry["out_features"]
             accumulate = partial(L.dense, x.reshape(x.shape[0], features))

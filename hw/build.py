@@ -21,109 +21,18 @@ import json
 import sys
 from pathlib import Path
 
-from quant.config import ConfigError, load_config
-from quant.errors import UserError, cli
+import golden
+from core.config import load_config
+from core.errors import UserError, cli
+from core.paths import build_dir
 
-__all__ = ["folding_from_config", "load_from_config", "hardware_section", "parse_folding",
-           "resolve_folding", "main"]
+from .folding import resolve_folding
+from .verilog import generate
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def hardware_section(config, device=None):
-    """Return ``(section, key)``: the config's ``[hardware.devices.<device>]`` table when it has
-    one for ``device``, else ``[hardware]``."""
-    devices = config.hardware.get("devices", {})
-    if device is not None and device in devices:
-        return devices[device], f"hardware.devices.{device}"
-    return config.hardware, "hardware"
-
-
-def folding_from_config(config, meta, arrays=None, *, device=None, dsps=None):
-    """Return the folding list (one ``{"pe", "simd"}`` per MAC layer) the config asks for.
-
-    With ``device``, a ``[hardware.devices.<device>]`` table replaces ``[hardware]``. A folding
-    derived from ``target_cycles`` puts the layers that do not fit ``dsps`` DSP blocks on LUT
-    multipliers (:func:`hw.cycles.assign_multipliers`).
-    """
-    from .cycles import assign_multipliers, derive_folding
-    from .plan import check_folding, mac_layers
-    hardware, key = hardware_section(config, device)
-    mode = hardware["folding"]
-    target = hardware["target_cycles"]
-    where = f"config {config.path.name}"
-    if mode == "minimal":
-        folding = None
-    elif mode == "target":
-        try:
-            folding = assign_multipliers(derive_folding(meta, target, arrays), dsps)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {key}.target_cycles={target}: {exc}") from None
-    else:
-        per_layer = hardware["layers"]
-        folding = []
-        for _, d in mac_layers(meta):
-            entry = per_layer.get(d["name"], {})
-            folding.append({"pe": entry.get("pe", 1), "simd": entry.get("simd", 1),
-                            **({"mul": entry["mul"]} if "mul" in entry else {})})
-    try:
-        return check_folding(meta, folding)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}; change [{key}.layers.<name>] pe/simd") from None
-
-
-def load_from_config(config, device=None):
-    """Return the layer names ``load`` of the config's hardware section for ``device``."""
-    hardware, _ = hardware_section(config, device)
-    return tuple(hardware.get("load", ()))
-
-
-def parse_folding(text, meta, arrays, *, dsps=None):
-    """Parse a folding argument: ``minimal``, ``target:<cycles>``, a JSON list of
-    ``{"pe", "simd"}`` per MAC layer, or a file holding one; return the checked folding.
-
-    Raise :class:`quant.errors.UserError` naming the argument and the accepted forms.
-    """
-    from .cycles import assign_multipliers, derive_folding
-    from .plan import check_folding
-    try:
-        if text == "minimal":
-            return check_folding(meta, None)
-        if text.startswith("target:"):
-            return check_folding(meta, assign_multipliers(
-                derive_folding(meta, int(text.split(":", 1)[1]), arrays), dsps))
-        path = Path(text)
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-        return check_folding(meta, json.loads(text))
-    except json.JSONDecodeError:
-        raise UserError(f"folding {text!r}: expected 'minimal', 'target:<cycles>', a JSON list "
-                        f"of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one") from None
-    except (ValueError, TypeError) as exc:
-        raise UserError(f"folding {text!r}: {exc}") from None
-
-
-def resolve_folding(meta, arrays, *, folding=None, target_cycles=None, config=None,
-                    device=None, dsps=None):
-    """Return the folding of a command line: ``folding`` text (see :func:`parse_folding`),
-    else ``target_cycles``, else the config's hardware section for ``device``, else minimal.
-
-    Foldings derived from a cycle target put what exceeds ``dsps`` DSP blocks on LUT
-    multipliers; an explicit folding is taken as given.
-    """
-    if folding and target_cycles:
-        raise UserError("give a folding or target cycles, not both")
-    if folding:
-        return parse_folding(folding, meta, arrays)
-    if target_cycles:
-        return parse_folding(f"target:{int(target_cycles)}", meta, arrays, dsps=dsps)
-    if config is not None:
-        return folding_from_config(config, meta, arrays=arrays, device=device, dsps=dsps)
-    return parse_folding("minimal", meta, arrays)
+__all__ = ["load_integer_model", "main"]
 
 
 def load_integer_model(config, out_dir):
-    import golden
     path = Path(out_dir)
     if not (path / "qmodel.json").is_file():
         raise UserError(f"no integer model in {path}; run `make quantize PRESET={config.name}`")
@@ -148,11 +57,10 @@ def main(argv=None):
     parser.add_argument("--name", default="lenet_accel")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    base = ROOT / "build" / config.name
+    base = build_dir(config)
     model = load_integer_model(config, Path(args.qmodel_dir) if args.qmodel_dir else base)
     folding = resolve_folding(model.meta, dict(model.arrays), folding=args.folding,
                               target_cycles=args.target_cycles, config=config)
-    from .verilog import generate
     out = Path(args.out) if args.out else base / "rtl"
     generate(model.meta, dict(model.arrays), folding, out, name=args.name)
     cycles = json.loads((out / "cycles.json").read_text())

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+import golden
+
 from .arith import format_shape
+from .folding import check_folding, derive_folding
 from .mac import mac_extra_latency, mac_resources, simd_options
 from .plan import (
     MAC_KINDS,
-    check_folding,
     connections_of,
     layer_shapes,
     mac_c_block,
@@ -30,12 +32,7 @@ from .plan import (
 from .pool import pool_latency, pool_resources
 from .regroup import regroup_steps
 
-__all__ = ["stage_table", "cycle_model", "derive_folding", "assign_multipliers",
-           "write_cycles_json", "load_qmodel"]
-
-
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
+__all__ = ["stage_table", "cycle_model", "write_cycles_json", "load_qmodel"]
 
 
 def _lut_bits(layer):
@@ -254,72 +251,6 @@ def cycle_model(meta, folding=None, arrays=None):
     }
 
 
-def derive_folding(meta, target_cycles, arrays=None):
-    """Return the folding with the fewest multipliers whose cycles per image meet the target.
-
-    Each MAC layer gets the ``(pe, simd)`` with the smallest ``pe·simd`` whose stage needs at
-    most ``target_cycles`` (ties: fewer cycles, then smaller ``pe``); ``simd`` ranges over
-    every split of the window (:func:`hw.mac.simd_options`). The stages are independent, so
-    this minimizes the total. ``arrays`` is needed when a layer has a connection table.
-    Raises :class:`ValueError` naming the stage when no folding reaches the target.
-    """
-    if not isinstance(target_cycles, int) or isinstance(target_cycles, bool) \
-            or target_cycles < 1:
-        raise TypeError(f"target_cycles must be a positive integer, not {target_cycles!r}")
-    folding = []
-    shapes = layer_shapes(meta)
-    for index, layer in enumerate(meta["layers"]):
-        if layer["kind"] not in MAC_KINDS:
-            continue
-        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
-        table = connections_of(layer, arrays)
-        options = simd_options(in_shape[0], *kernel)
-        best = None
-        for pe in _divisors(out_channels):
-            for simd in options:
-                cycles = mac_cycles(in_shape, kernel, out_channels, pe, simd, table)
-                if cycles > target_cycles:
-                    continue
-                key = (pe * simd, cycles, pe)
-                if best is None or key < best[0]:
-                    best = (key, {"pe": pe, "simd": simd})
-        if best is None:
-            fastest = mac_cycles(in_shape, kernel, out_channels, out_channels, max(options),
-                                 table)
-            raise ValueError(f"layers[{index}] {layer['name']!r}: no folding reaches "
-                             f"{target_cycles} cycles per image; fully parallel it needs "
-                             f"{fastest}; raise the target")
-        folding.append(best[1])
-    for st in stage_table(meta, folding, arrays):
-        if st["cycles"] > target_cycles:
-            raise ValueError(f"stage {st['name']!r} ({st['kind']}) needs {st['cycles']} cycles "
-                             f"per image whatever the folding; raise the target to at least "
-                             f"{st['cycles']}")
-    return folding
-
-
-def assign_multipliers(folding, dsps):
-    """Return ``folding`` with the layers that do not fit ``dsps`` DSP blocks on adders.
-
-    The layers with the most multipliers (``pe·simd``) get DSP blocks first, while they fit;
-    the others get ``"mul": "lut"`` (:class:`hw.mac.MacStage` ``lut_mul``). Entries that already
-    name ``mul`` are kept and count against the budget when ``"dsp"``. ``dsps=None``: unchanged.
-    """
-    if dsps is None:
-        return [dict(entry) for entry in folding]
-    result = [dict(entry) for entry in folding]
-    left = dsps - sum(e["pe"] * e["simd"] for e in result if e.get("mul") == "dsp")
-    order = sorted((i for i, e in enumerate(result) if "mul" not in e),
-                   key=lambda i: (-result[i]["pe"] * result[i]["simd"], i))
-    for i in order:
-        need = result[i]["pe"] * result[i]["simd"]
-        if need <= left:
-            left -= need
-        else:
-            result[i]["mul"] = "lut"
-    return result
-
-
 def write_cycles_json(model, path):
     """Write a :func:`cycle_model` result as ``cycles.json`` (sorted keys, stable bytes)."""
     path = Path(path)
@@ -331,15 +262,8 @@ def write_cycles_json(model, path):
 def load_qmodel(json_path):
     """Return ``(meta, arrays)`` of ``qmodel.json`` and the ``qmodel.npz`` beside it, verified."""
     json_path = Path(json_path)
-    meta = json.loads(json_path.read_text(encoding="utf-8"))
-    npz_path = json_path.with_suffix(".npz")
-    try:
-        import golden
-        model = golden.IntegerModel.from_files(json_path, npz_path)
-        return model.meta, model.arrays
-    except ImportError:                                      # pragma: no cover
-        with np.load(npz_path, allow_pickle=False) as archive:
-            return meta, {key: archive[key] for key in meta["arrays"]}
+    model = golden.IntegerModel.from_files(json_path, json_path.with_suffix(".npz"))
+    return model.meta, model.arrays
 
 
 def main(argv=None):

@@ -8,13 +8,13 @@
 import numpy as np
 
 from .arith import Activation, format_shape
-from .mac import MacStage, group_steps, simd_error, simd_split
+from .mac import MacStage, group_steps, simd_split
 from .output import ClassifyStage
 from .padder import Padder
 from .pool import PoolStage
 from .regroup import Regroup, regroup_steps
 
-__all__ = ["MAC_KINDS", "mac_layers", "check_folding", "check_load", "plan", "mac_cycles",
+__all__ = ["MAC_KINDS", "plan", "mac_cycles",
            "mac_steps", "mac_group_steps", "connections_of", "mac_c_block"]
 
 #: Layer kinds computed on the PE × SIMD MAC array (and so folded).
@@ -31,6 +31,7 @@ def _per_channel(value, channels):
 def mac_layers(meta):
     """Return ``[(index, layer)]`` of the layers that take a folding entry, in order."""
     return [(i, layer) for i, layer in enumerate(meta["layers"]) if layer["kind"] in MAC_KINDS]
+
 
 def layer_shapes(meta):
     """Return the ``(channels, height, width)`` input shape of each layer, in order."""
@@ -107,46 +108,6 @@ def mac_c_block(layer, shape, simd):
     in_shape, kernel, _ = mac_geometry(layer, shape)
     return simd_split(in_shape[0], *kernel, simd)[0]
 
-def check_folding(meta, folding):
-    """Validate ``folding`` (a list of ``{"pe", "simd"}``, one per MAC layer) and return it.
-
-    ``None`` means ``pe = simd = 1`` everywhere. Raises :class:`ValueError` naming the layer.
-    """
-    macs = mac_layers(meta)
-    if folding is None:
-        return [{"pe": 1, "simd": 1} for _ in macs]
-    if not isinstance(folding, (list, tuple)):
-        raise TypeError(f"folding must be a list of {{'pe': .., 'simd': ..}}, not {folding!r}")
-    if len(folding) != len(macs):
-        names = ", ".join(layer["name"] for _, layer in macs)
-        raise ValueError(f"folding has {len(folding)} entries but the model has {len(macs)} "
-                         f"MAC layers ({names}); give one {{'pe', 'simd'}} per MAC layer")
-    shapes = layer_shapes(meta)
-    result = []
-    for (index, layer), entry in zip(macs, folding, strict=True):
-        label = _label(index, layer)
-        if not isinstance(entry, dict) or set(entry) - {"pe", "simd", "mul"}:
-            raise ValueError(f"{label}: folding entry {entry!r} must be a dict with keys "
-                             f"'pe' and 'simd' (and optionally 'mul')")
-        mul = entry.get("mul", "dsp")
-        if mul not in ("dsp", "lut"):
-            raise ValueError(f"{label}: mul={mul!r} must be 'dsp' (the * operator: DSP blocks "
-                             f"where the device has them) or 'lut' (adders only)")
-        pe, simd = entry.get("pe", 1), entry.get("simd", 1)
-        for key, value in (("pe", pe), ("simd", simd)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label}: {key}={value!r} must be a positive integer")
-        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
-        channels = in_shape[0]
-        if out_channels % pe:
-            raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
-        kh, kw = kernel
-        message = simd_error(label, channels, kh, kw, simd, dense=layer["kind"] != "conv")
-        if message:
-            raise ValueError(message)
-        result.append({"pe": pe, "simd": simd, **({"mul": "lut"} if mul == "lut" else {})})
-    return result
-
 def _activation(label, layer, arrays, channels):
     names = layer.get("arrays", {})
     table = arrays[names["lut"]] if "lut" in names else None
@@ -155,26 +116,13 @@ def _activation(label, layer, arrays, channels):
                       acc_frac=_per_channel(layer["acc_frac"], channels),
                       table=None if table is None else [int(v) for v in table])
 
-def check_load(meta, load):
-    """Validate ``load`` (names of MAC layers whose weights are loaded); return a tuple."""
-    load = tuple(load or ())
-    names = [layer["name"] for _, layer in mac_layers(meta)]
-    for name in load:
-        if name not in names:
-            raise ValueError(f"load: {name!r} is not a MAC layer; weights can be loaded into "
-                             f"{', '.join(names)}")
-    return tuple(n for n in names if n in load)
-
-
 def plan(meta, arrays, folding=None, load=()):
     """Return the list of stage components, input to output, of the integer model.
 
     ``meta`` is ``qmodel.json``, ``arrays`` the int64 arrays of ``qmodel.npz`` (by name),
-    ``folding`` as :func:`check_folding` takes it; the MAC layers named in ``load`` keep their
+    ``folding`` as :func:`hw.folding.check_folding` returns it; the MAC layers named in ``load`` keep their
     weights in loadable memories (``MacStage(weight_load=True)``) instead of ROMs.
     """
-    folding = check_folding(meta, folding)
-    load = check_load(meta, load)
     arrays = {name: np.asarray(value, dtype=np.int64) for name, value in arrays.items()}
     inp = meta["input"]
     layers = meta["layers"]

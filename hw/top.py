@@ -5,7 +5,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import format_shape
-from .plan import check_folding, check_load, plan
+from .folding import check_folding, check_load
+from .plan import plan
 
 __all__ = ["LeNetAccelerator", "LeNetAxiStream"]
 

@@ -18,7 +18,7 @@ import numpy as np
 from amaranth.back import verilog
 
 from .cycles import cycle_model, load_qmodel, write_cycles_json
-from .plan import check_folding
+from .folding import check_folding, resolve_folding
 from .top import LeNetAccelerator, LeNetAxiStream
 
 __all__ = ["generate", "LINT_WAIVERS", "main"]
@@ -83,7 +83,6 @@ def main(argv=None):
     parser.add_argument("--name", default="lenet_accel", help="Verilog module name")
     args = parser.parse_args(argv)
     meta, arrays = load_qmodel(args.qmodel)
-    from .build import resolve_folding
     folding = resolve_folding(meta, arrays, folding=args.folding,
                               target_cycles=args.target_cycles)
     paths = generate(meta, arrays, folding, args.out, name=args.name)

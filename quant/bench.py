@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 
 import golden
+from core.config import load_config
+from core.errors import cli
+from core.paths import BUILD_DIR, build_dir
 
-from .config import load_config
 from .data import load_dataset
-from .errors import cli
 from .fakequant import QuantLeNet
 from .model import load_checkpoint
 from .quantize import fake_predict, plan_formats
-from .train import ROOT, predict, write_json
+from .train import predict, write_json
 
 __all__ = ["bench_preset", "main"]
 
@@ -43,7 +44,7 @@ def _timed(fn):
 
 def bench_preset(preset, data, repeat):
     config = load_config(preset)
-    out = ROOT / "build" / preset
+    out = build_dir(preset)
     model = load_checkpoint(config, out / "model.pt")
     integer = golden.load(out)
     torch.set_num_threads(config.train["threads"])
@@ -81,12 +82,12 @@ def main(argv=None):
         "\n")[0])
     parser.add_argument("--presets", default="lenet5,lenet5-tanh,lenet5-1998")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "build" / "bench"))
+    parser.add_argument("--out", default=str(BUILD_DIR / "bench"))
     args = parser.parse_args(argv)
     data = load_dataset("mnist")
     rows = []
     for preset in args.presets.split(","):
-        if not (ROOT / "build" / preset / "qmodel.json").is_file():
+        if not (build_dir(preset) / "qmodel.json").is_file():
             print(f"{preset}: no integer model; run `make quantize PRESET={preset}` (skipped)",
                   file=sys.stderr)
             continue

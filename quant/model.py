@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from core.errors import UserError
 
 __all__ = ["LeNet", "build_model", "activation_fn", "CheckpointError", "load_checkpoint",
            "save_checkpoint"]
@@ -102,7 +102,7 @@ class RBFLayer(nn.Module):
 
 
 class LeNet(nn.Module):
-    """The network of a :class:`quant.config.Config`."""
+    """The network of a :class:`core.config.Config`."""
 
     def __init__(self, config):
         super().__init__()

@@ -34,15 +34,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.config import load_config
+from core.errors import UserError, cli
+from core.paths import build_dir
 from golden import layers as GL
 from golden import model as GM
 
-from .config import load_config
 from .data import load_dataset
-from .errors import UserError, cli
 from .fakequant import QuantLeNet
 from .model import load_checkpoint
-from .train import _progress, build_dir, write_json
+from .train import _progress, write_json
 
 __all__ = ["plan_formats", "export", "qat", "quantize", "fake_predict", "main"]
 

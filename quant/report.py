@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.config import load_config
+from core.errors import cli
+from core.paths import build_dir
 from golden.model import IntegerModel
 
-from .config import load_config
 from .data import load_dataset
-from .errors import cli
 from .quantize import export, quantize
-from .train import build_dir, evaluate, write_json
+from .train import evaluate, write_json
 
 __all__ = ["build_report", "main"]
 

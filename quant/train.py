@@ -18,19 +18,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .config import load_config
+from core.config import load_config
+from core.errors import cli
+from core.paths import ROOT, SHIPPED_DIR, build_dir
+
 from .data import load_dataset
-from .errors import cli
 from .model import build_model, load_checkpoint, save_checkpoint
 
 __all__ = ["train", "evaluate", "predict", "main"]
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "checkpoints"
-
-
-def build_dir(config):
-    return ROOT / "build" / config.name
 
 
 def predict(model, images, batch_size=1000):
@@ -181,7 +177,7 @@ def main(argv=None):
 def ensure_checkpoint(config, out):
     """Make ``out/model.pt`` current without training if possible; return whether it is."""
     target = out / "model.pt"
-    for source in (target, SHIPPED / f"{config.name}.pt"):
+    for source in (target, SHIPPED_DIR / f"{config.name}.pt"):
         if not source.is_file():
             continue
         model = load_checkpoint(config, source)

@@ -16,10 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from hw.build import parse_folding
-from quant.errors import UserError, cli
+from core.errors import UserError, cli
+from core.paths import BUILD_DIR, ROOT, build_dir
+from hw.folding import parse_folding
 
-from .flow import ROOT, ensure_qmodel, ensure_rtl
+from .flow import ensure_qmodel, ensure_rtl
 from .tools import SIMULATORS, simulator_available
 
 __all__ = ["main"]
@@ -90,11 +91,11 @@ def main(argv=None):
     p.add_argument("--folding", default="target:4096",
                    help="folding to measure (default target:4096)")
     p.add_argument("--sims", default=",".join(SIMULATORS))
-    p.add_argument("--out", default=str(ROOT / "build" / "bench"))
+    p.add_argument("--out", default=str(BUILD_DIR / "bench"))
     args = p.parse_args(argv)
-    from quant.config import load_config
+    from core.config import load_config
     config = load_config(args.config)
-    qdir = ROOT / "build" / config.name
+    qdir = build_dir(config)
     ensure_qmodel(config.path, qdir)
     import golden
     from hw.top import LeNetAccelerator

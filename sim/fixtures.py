@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
-from .flow import ROOT, ensure_qmodel, ensure_rtl
+from core.paths import CONFIG_DIR, build_dir
+
+from .flow import ensure_qmodel, ensure_rtl
 
 __all__ = ["QMODEL_DIR", "TEST_TARGET_CYCLES", "lenet5_qmodel", "fast_rtl", "mnist_images"]
 
-QMODEL_DIR = ROOT / "build" / "lenet5"
+QMODEL_DIR = build_dir("lenet5")
 #: Cycles per image of the folding the tests simulate (quick to simulate and to build).
 TEST_TARGET_CYCLES = 4096
 
@@ -14,13 +16,13 @@ TEST_TARGET_CYCLES = 4096
 def lenet5_qmodel():
     """Return ``golden.IntegerModel`` of the default preset (checkpoint/quantize if needed)."""
     import golden
-    ensure_qmodel(ROOT / "configs" / "lenet5.toml", QMODEL_DIR)
+    ensure_qmodel(CONFIG_DIR / "lenet5.toml", QMODEL_DIR)
     return golden.load(QMODEL_DIR)
 
 
 def fast_rtl(tag="fast", arrays=None, target=TEST_TARGET_CYCLES):
     """Generate (or reuse) the lenet5 RTL with a fast folding under build/lenet5/sim-tests/."""
-    from hw.cycles import derive_folding
+    from hw.folding import derive_folding
     model = lenet5_qmodel()
     folding = derive_folding(model.meta, target, dict(model.arrays))
     rtl_dir = QMODEL_DIR / "sim-tests" / tag / "rtl"

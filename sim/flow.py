@@ -10,11 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from quant.errors import UserError
+from core.errors import UserError
+from core.paths import ROOT
 
-__all__ = ["ROOT", "ensure_qmodel", "ensure_rtl"]
+__all__ = ["ensure_qmodel", "ensure_rtl"]
 
-ROOT = Path(__file__).resolve().parent.parent
 HW_DIR = ROOT / "hw"
 
 
@@ -58,7 +58,7 @@ def ensure_rtl(qmodel_dir, folding, rtl_dir, *, name="lenet_accel", arrays=None)
     ``arrays`` (default: the model's) lets a test build hardware from altered weights.
     """
     import golden
-    from hw.plan import check_folding
+    from hw.folding import check_folding
     from hw.verilog import generate
     model = golden.load(qmodel_dir)
     try:

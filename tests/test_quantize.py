@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.config import load_config
 from golden.model import IntegerModel
-from quant.config import load_config
 from quant.data import load_dataset
 from quant.model import load_checkpoint
 from quant.quantize import export, fake_predict, quantize
@@ -92,7 +92,7 @@ def test_accumulators_hold_extreme_inputs(models, data):
 def test_per_layer_override(models, data):
     config = load_config("lenet5")
     text = config.path.read_text() + "\n[quant.layers.c3]\nwbits = 4\nabits = 6\n"
-    from quant.config import parse_config
+    from core.config import parse_config
     custom = parse_config(text, config.path)
     model = copy.deepcopy(models["lenet5"])
     model.config = custom

@@ -71,7 +71,7 @@ def test_run_two_images_icarus(capsys):
 
 def test_second_run_on_same_folder_is_refused(tmp_path):
     """Two runs on one build folder overwrote each other's RTL and simulator build."""
-    from quant.errors import UserError
+    from core.errors import UserError
     from sim.run import lock_build_dir
     held = lock_build_dir(tmp_path)
     with pytest.raises(UserError, match=f"another simulation is running in {tmp_path}; wait"):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from quant.config import load_config
+from core.config import load_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Board-level glue: a byte link around the accelerator, a UART top, and board bitstreams.
 
-The host protocol (also :mod:`hw.host`): the host sends one image as raw pixel bytes (row-major,
+The host protocol (also :mod:`fpga.host`): the host sends one image as raw pixel bytes (row-major,
 ``channels`` bytes per position: ``H·W·C`` bytes); the board answers with ``1 + K·B`` bytes: the
 class, then the ``K`` scores, each sign-extended to ``B = ceil(score_bits / 8)`` bytes,
 little-endian two's complement. A FIFO holding a whole image sits behind the UART receiver, so
@@ -8,7 +8,7 @@ the host may send the next image before the previous answer arrives. With loaded
 (``--load``), the host first sends the weights once after configuration
 (:meth:`ByteLink.weight_stream`).
 
-``python -m hw.board --config configs/lenet5.toml --board icebreaker [--baud 115200]
+``python -m fpga.board --config configs/lenet5.toml --board icebreaker [--baud 115200]
 [--folding ... | --target-cycles N] [--load f5,f6] [--qmodel DIR] [--out build/<p>/board]``
 writes the bitstream of the accelerator with its UART link for a board of ``amaranth-boards``.
 """
@@ -26,7 +26,7 @@ from amaranth.lib import fifo, io, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from .top import LeNetAccelerator
+from hw.top import LeNetAccelerator
 
 __all__ = ["ByteToBeats", "ReplySerializer", "ByteLink", "UartRx", "UartTx", "UartAccelerator",
            "BoardTop", "BOARDS", "reply_format", "build_board", "main"]
@@ -399,7 +399,7 @@ BOARDS = {
     "ulx3s-85f": (_ulx3s_85f, "ecp5"),
 }
 
-#: The :data:`hw.synth.DEVICES` key of each board's FPGA (selects the config's
+#: The :data:`fpga.synth.DEVICES` key of each board's FPGA (selects the config's
 #: ``[hardware.devices.<device>]`` table and the DSP budget of derived foldings).
 BOARD_DEVICES = {"icebreaker": "up5k", "upduino_v3": "up5k", "ulx3s-85f": "ecp5-85"}
 
@@ -484,7 +484,7 @@ def build_board(board, meta, arrays, folding=None, out_dir="build/board", *, bau
 
 def main(argv=None):
     from .synth import add_model_arguments, load_argument, resolve_model
-    parser = argparse.ArgumentParser(prog="python -m hw.board",
+    parser = argparse.ArgumentParser(prog="python -m fpga.board",
                                      description="Build a board bitstream: accelerator + UART.")
     add_model_arguments(parser)
     parser.add_argument("--board", required=True, choices=sorted(BOARDS))

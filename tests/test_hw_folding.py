@@ -1,11 +1,17 @@
-"""hw.build: the folding a config or a command line asks for."""
+"""hw.folding: the folding a config or a command line asks for."""
 
 import pytest
 
-from hw.build import folding_from_config, load_from_config, parse_folding, resolve_folding
-from hw.cycles import assign_multipliers, cycle_model
-from quant.config import ConfigError, parse_config
-from quant.errors import UserError
+from core.config import ConfigError, parse_config
+from core.errors import UserError
+from hw.cycles import cycle_model
+from hw.folding import (
+    assign_multipliers,
+    folding_from_config,
+    load_from_config,
+    parse_folding,
+    resolve_folding,
+)
 from quant.train import ROOT
 
 

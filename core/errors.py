@@ -7,7 +7,8 @@ __all__ = ["UserError", "cli"]
 
 
 class UserError(Exception):
-    """An error caused by the user's input (config, data, checkpoint): print, don't trace."""
+    """An error caused by the user's input (config, data, checkpoint, integer model): print it,
+    don't trace it."""
 
 
 def cli(main):
@@ -19,9 +20,7 @@ def cli(main):
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 130
-        except Exception as exc:
-            if isinstance(exc, UserError) or type(exc).__name__ == "QModelError":
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
-            raise
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return wrapper

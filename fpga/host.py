@@ -1,13 +1,13 @@
-"""Host side of the UART link (:mod:`hw.board`): send images, read classes and scores.
+"""Host side of the UART link (:mod:`fpga.board`): send images, read classes and scores.
 
 Protocol: the host sends an image as ``H·W·C`` pixel bytes (row-major, the ``C`` channels of a
 position together); the board answers ``1 + K·B`` bytes: the class, then ``K`` scores of
 ``B = ceil(score_bits / 8)`` bytes each, little-endian two's complement.
 
-``python -m hw.host --qmodel build/lenet5 --port /dev/ttyUSB1 [--baud 115200] [--images 16]``
+``python -m fpga.host --qmodel build/lenet5 --port /dev/ttyUSB1 [--baud 115200] [--images 16]``
 classifies test images on the board and compares every class and score with the golden model.
-``python -m hw.host --self-test [--qmodel DIR]`` needs no hardware: it simulates the UART top
-(:class:`hw.board.UartAccelerator`) in Amaranth's simulator, drives its ``rx`` pin with the
+``python -m fpga.host --self-test [--qmodel DIR]`` needs no hardware: it simulates the UART top
+(:class:`fpga.board.UartAccelerator`) in Amaranth's simulator, drives its ``rx`` pin with the
 bytes this module encodes, decodes its ``tx`` pin and compares with the golden model (a small
 random model unless ``--qmodel`` is given).
 """
@@ -81,7 +81,7 @@ class SerialLink:
 
 
 def simulate_uart(meta, arrays, images, folding=None, *, divisor=4, max_cycles=None, load=()):
-    """Simulate :class:`~hw.board.UartAccelerator` on ``images``; return the decoded answers.
+    """Simulate :class:`~fpga.board.UartAccelerator` on ``images``; return the decoded answers.
 
     The testbench writes each image's bytes bit by bit on ``rx`` (8N1, ``divisor`` cycles per
     bit, back to back) and decodes the bytes on ``tx`` the way a UART would.
@@ -166,7 +166,7 @@ def _images(meta, n, config):
 
 def main(argv=None):
     from .synth import add_model_arguments
-    parser = argparse.ArgumentParser(prog="python -m hw.host", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fpga.host", description=__doc__.split("\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
     parser.add_argument("--baud", type=int, default=115200)
@@ -184,7 +184,7 @@ def main(argv=None):
         from .synth import resolve_model
         meta, arrays, folding, _ = resolve_model(parser, args)
         if args.config:
-            from quant.config import load_config
+            from core.config import load_config
             config = load_config(args.config)
     else:
         if not args.self_test:

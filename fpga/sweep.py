@@ -1,9 +1,9 @@
 """Folding sweep: from the smallest to the fastest accelerator, each one synthesized.
 
-``python -m hw.sweep --config configs/lenet5.toml --device up5k [--points 8 | --quick]
+``python -m fpga.sweep --config configs/lenet5.toml --device up5k [--points 8 | --quick]
 [--out build/lenet5/synth]`` derives foldings with :func:`hw.cycles.derive_folding` over
 targets spread geometrically between the fastest reachable cycles per image and those of the
-minimal folding, synthesizes each (:func:`hw.synth.synthesize`), and writes
+minimal folding, synthesizes each (:func:`fpga.synth.synthesize`), and writes
 ``<out>/sweep-<device>.json``, ``.md`` (the table) and ``.png``: cycles per image against
 multipliers (with the MAC lower bound ``cycles ≥ MACs / multipliers``) and against LUTs, with
 the Pareto front of the designs that fit marked.
@@ -14,8 +14,9 @@ import json
 import math
 from pathlib import Path
 
-from .cycles import assign_multipliers, cycle_model, derive_folding
-from .plan import check_folding
+from hw.cycles import cycle_model
+from hw.folding import assign_multipliers, check_folding, derive_folding
+
 from .synth import (
     DEVICES,
     ToolError,
@@ -256,7 +257,7 @@ def plot_sweep(table, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hw.sweep",
+    parser = argparse.ArgumentParser(prog="python -m fpga.sweep",
                                      description="Synthesize foldings from smallest to fastest.")
     add_model_arguments(parser)
     parser.add_argument("--device", required=True, choices=sorted(DEVICES))

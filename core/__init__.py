@@ -1,0 +1,11 @@
+"""The neutral core every part reads: config, layer kinds and their registries, errors, paths.
+
+- :mod:`core.kinds`: one :class:`~core.kinds.LayerKind` per layer kind (config keys, shapes,
+  MACs, ``qmodel.json`` record);
+- :mod:`core.registry`: the per-subsystem tables keyed by kind;
+- :mod:`core.config`: parse and validate ``configs/<preset>.toml``;
+- :mod:`core.errors`: :class:`~core.errors.UserError` and the one-line CLI wrapper;
+- :mod:`core.paths`: the checkout, presets and build folders.
+
+It imports neither torch nor Amaranth, and nothing from quant/, golden/, hw/, fpga/ or sim/.
+"""

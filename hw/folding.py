@@ -1,0 +1,240 @@
+"""Foldings: how many multipliers each MAC layer gets (``pe`` output channels × ``simd`` products
+per cycle), checked, derived from a cycle target, assigned to DSP blocks or LUTs, and read from a
+config or a command line.
+
+Forms a folding argument takes (:func:`parse_folding`): ``minimal`` (pe = simd = 1),
+``target:<cycles>`` (the cheapest folding meeting that many cycles per image), a JSON list of
+``{"pe", "simd"[, "mul"]}`` per MAC layer, or a file holding one.
+"""
+
+import json
+from pathlib import Path
+
+from core.config import ConfigError
+from core.errors import UserError
+
+from .mac import simd_error, simd_options
+from .plan import (
+    MAC_KINDS,
+    _label,
+    connections_of,
+    layer_shapes,
+    mac_cycles,
+    mac_geometry,
+    mac_layers,
+)
+
+__all__ = ["check_folding", "check_load", "derive_folding", "assign_multipliers",
+           "hardware_section", "folding_from_config", "load_from_config", "parse_folding",
+           "resolve_folding"]
+
+
+def hardware_section(config, device=None):
+    """Return ``(section, key)``: the config's ``[hardware.devices.<device>]`` table when it has
+    one for ``device``, else ``[hardware]``."""
+    devices = config.hardware.get("devices", {})
+    if device is not None and device in devices:
+        return devices[device], f"hardware.devices.{device}"
+    return config.hardware, "hardware"
+
+
+def folding_from_config(config, meta, arrays=None, *, device=None, dsps=None):
+    """Return the folding list (one ``{"pe", "simd"}`` per MAC layer) the config asks for.
+
+    With ``device``, a ``[hardware.devices.<device>]`` table replaces ``[hardware]``. A folding
+    derived from ``target_cycles`` puts the layers that do not fit ``dsps`` DSP blocks on LUT
+    multipliers (:func:`hw.cycles.assign_multipliers`).
+    """
+    hardware, key = hardware_section(config, device)
+    mode = hardware["folding"]
+    target = hardware["target_cycles"]
+    where = f"config {config.path.name}"
+    if mode == "minimal":
+        folding = None
+    elif mode == "target":
+        try:
+            folding = assign_multipliers(derive_folding(meta, target, arrays), dsps)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {key}.target_cycles={target}: {exc}") from None
+    else:
+        per_layer = hardware["layers"]
+        folding = []
+        for _, d in mac_layers(meta):
+            entry = per_layer.get(d["name"], {})
+            folding.append({"pe": entry.get("pe", 1), "simd": entry.get("simd", 1),
+                            **({"mul": entry["mul"]} if "mul" in entry else {})})
+    try:
+        return check_folding(meta, folding)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}; change [{key}.layers.<name>] pe/simd") from None
+
+
+def load_from_config(config, device=None):
+    """Return the layer names ``load`` of the config's hardware section for ``device``."""
+    hardware, _ = hardware_section(config, device)
+    return tuple(hardware.get("load", ()))
+
+
+def parse_folding(text, meta, arrays, *, dsps=None):
+    """Parse a folding argument: ``minimal``, ``target:<cycles>``, a JSON list of
+    ``{"pe", "simd"}`` per MAC layer, or a file holding one; return the checked folding.
+
+    Raise :class:`core.errors.UserError` naming the argument and the accepted forms.
+    """
+    try:
+        if text == "minimal":
+            return check_folding(meta, None)
+        if text.startswith("target:"):
+            return check_folding(meta, assign_multipliers(
+                derive_folding(meta, int(text.split(":", 1)[1]), arrays), dsps))
+        path = Path(text)
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+        return check_folding(meta, json.loads(text))
+    except json.JSONDecodeError:
+        raise UserError(f"folding {text!r}: expected 'minimal', 'target:<cycles>', a JSON list "
+                        f"of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one") from None
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"folding {text!r}: {exc}") from None
+
+
+def resolve_folding(meta, arrays, *, folding=None, target_cycles=None, config=None,
+                    device=None, dsps=None):
+    """Return the folding of a command line: ``folding`` text (see :func:`parse_folding`),
+    else ``target_cycles``, else the config's hardware section for ``device``, else minimal.
+
+    Foldings derived from a cycle target put what exceeds ``dsps`` DSP blocks on LUT
+    multipliers; an explicit folding is taken as given.
+    """
+    if folding and target_cycles:
+        raise UserError("give a folding or target cycles, not both")
+    if folding:
+        return parse_folding(folding, meta, arrays)
+    if target_cycles:
+        return parse_folding(f"target:{int(target_cycles)}", meta, arrays, dsps=dsps)
+    if config is not None:
+        return folding_from_config(config, meta, arrays=arrays, device=device, dsps=dsps)
+    return parse_folding("minimal", meta, arrays)
+
+
+def check_folding(meta, folding):
+    """Validate ``folding`` (a list of ``{"pe", "simd"}``, one per MAC layer) and return it.
+
+    ``None`` means ``pe = simd = 1`` everywhere. Raises :class:`ValueError` naming the layer.
+    """
+    macs = mac_layers(meta)
+    if folding is None:
+        return [{"pe": 1, "simd": 1} for _ in macs]
+    if not isinstance(folding, (list, tuple)):
+        raise TypeError(f"folding must be a list of {{'pe': .., 'simd': ..}}, not {folding!r}")
+    if len(folding) != len(macs):
+        names = ", ".join(layer["name"] for _, layer in macs)
+        raise ValueError(f"folding has {len(folding)} entries but the model has {len(macs)} "
+                         f"MAC layers ({names}); give one {{'pe', 'simd'}} per MAC layer")
+    shapes = layer_shapes(meta)
+    result = []
+    for (index, layer), entry in zip(macs, folding, strict=True):
+        label = _label(index, layer)
+        if not isinstance(entry, dict) or set(entry) - {"pe", "simd", "mul"}:
+            raise ValueError(f"{label}: folding entry {entry!r} must be a dict with keys "
+                             f"'pe' and 'simd' (and optionally 'mul')")
+        mul = entry.get("mul", "dsp")
+        if mul not in ("dsp", "lut"):
+            raise ValueError(f"{label}: mul={mul!r} must be 'dsp' (the * operator: DSP blocks "
+                             f"where the device has them) or 'lut' (adders only)")
+        pe, simd = entry.get("pe", 1), entry.get("simd", 1)
+        for key, value in (("pe", pe), ("simd", simd)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label}: {key}={value!r} must be a positive integer")
+        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
+        channels = in_shape[0]
+        if out_channels % pe:
+            raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
+        kh, kw = kernel
+        message = simd_error(label, channels, kh, kw, simd, dense=layer["kind"] != "conv")
+        if message:
+            raise ValueError(message)
+        result.append({"pe": pe, "simd": simd, **({"mul": "lut"} if mul == "lut" else {})})
+    return result
+
+
+def check_load(meta, load):
+    """Validate ``load`` (names of MAC layers whose weights are loaded); return a tuple."""
+    load = tuple(load or ())
+    names = [layer["name"] for _, layer in mac_layers(meta)]
+    for name in load:
+        if name not in names:
+            raise ValueError(f"load: {name!r} is not a MAC layer; weights can be loaded into "
+                             f"{', '.join(names)}")
+    return tuple(n for n in names if n in load)
+
+
+def _divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def derive_folding(meta, target_cycles, arrays=None):
+    """Return the folding with the fewest multipliers whose cycles per image meet the target.
+
+    Each MAC layer gets the ``(pe, simd)`` with the smallest ``pe·simd`` whose stage needs at
+    most ``target_cycles`` (ties: fewer cycles, then smaller ``pe``); ``simd`` ranges over
+    every split of the window (:func:`hw.mac.simd_options`). The stages are independent, so
+    this minimizes the total. ``arrays`` is needed when a layer has a connection table.
+    Raises :class:`ValueError` naming the stage when no folding reaches the target.
+    """
+    if not isinstance(target_cycles, int) or isinstance(target_cycles, bool) \
+            or target_cycles < 1:
+        raise TypeError(f"target_cycles must be a positive integer, not {target_cycles!r}")
+    folding = []
+    shapes = layer_shapes(meta)
+    for index, layer in enumerate(meta["layers"]):
+        if layer["kind"] not in MAC_KINDS:
+            continue
+        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
+        table = connections_of(layer, arrays)
+        options = simd_options(in_shape[0], *kernel)
+        best = None
+        for pe in _divisors(out_channels):
+            for simd in options:
+                cycles = mac_cycles(in_shape, kernel, out_channels, pe, simd, table)
+                if cycles > target_cycles:
+                    continue
+                key = (pe * simd, cycles, pe)
+                if best is None or key < best[0]:
+                    best = (key, {"pe": pe, "simd": simd})
+        if best is None:
+            fastest = mac_cycles(in_shape, kernel, out_channels, out_channels, max(options),
+                                 table)
+            raise ValueError(f"layers[{index}] {layer['name']!r}: no folding reaches "
+                             f"{target_cycles} cycles per image; fully parallel it needs "
+                             f"{fastest}; raise the target")
+        folding.append(best[1])
+    from .cycles import stage_table  # TODO(hw): planned stages know their cycles
+    for st in stage_table(meta, folding, arrays):
+        if st["cycles"] > target_cycles:
+            raise ValueError(f"stage {st['name']!r} ({st['kind']}) needs {st['cycles']} cycles "
+                             f"per image whatever the folding; raise the target to at least "
+                             f"{st['cycles']}")
+    return folding
+
+
+def assign_multipliers(folding, dsps):
+    """Return ``folding`` with the layers that do not fit ``dsps`` DSP blocks on adders.
+
+    The layers with the most multipliers (``pe·simd``) get DSP blocks first, while they fit;
+    the others get ``"mul": "lut"`` (:class:`hw.mac.MacStage` ``lut_mul``). Entries that already
+    name ``mul`` are kept and count against the budget when ``"dsp"``. ``dsps=None``: unchanged.
+    """
+    if dsps is None:
+        return [dict(entry) for entry in folding]
+    result = [dict(entry) for entry in folding]
+    left = dsps - sum(e["pe"] * e["simd"] for e in result if e.get("mul") == "dsp")
+    order = sorted((i for i, e in enumerate(result) if "mul" not in e),
+                   key=lambda i: (-result[i]["pe"] * result[i]["simd"], i))
+    for i in order:
+        need = result[i]["pe"] * result[i]["simd"]
+        if need <= left:
+            left -= need
+        else:
+            result[i]["mul"] = "lut"
+    return result
