@@ -3,10 +3,13 @@
 ``golden.load(directory)`` reads and verifies ``qmodel.json`` + ``qmodel.npz``;
 :meth:`IntegerModel.run` gives the classes, scores, saturation counts and per-layer outputs that
 the fake-quantized PyTorch model and the RTL must reproduce exactly. :mod:`golden.layers` holds
-the arithmetic, :mod:`golden.random_model` builds random valid models for tests.
+the arithmetic, :mod:`golden.ops` the op of every layer kind (registry ``OPS``: checks,
+reference, float32 stage), :mod:`golden.fast` the float32 machinery, and
+:mod:`golden.random_model` builds random valid models for tests (registry ``RANDOM``).
+Importing ``golden`` fills both registries.
 """
 
-from . import layers
+from . import layers, ops
 from .model import (
     FORMAT_VERSION,
     JSON_NAME,
@@ -17,9 +20,10 @@ from .model import (
     load,
     save,
 )
-from .random_model import random_images, random_qmodel
+from .ops import OPS
+from .random_model import RANDOM, random_images, random_qmodel
 
 __all__ = [
-    "layers", "IntegerModel", "QModelError", "load", "save", "array_sha256",
+    "layers", "ops", "OPS", "RANDOM", "IntegerModel", "QModelError", "load", "save", "array_sha256",
     "random_qmodel", "random_images", "FORMAT_VERSION", "JSON_NAME", "NPZ_NAME",
 ]

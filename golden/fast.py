@@ -32,10 +32,16 @@ term is an integer multiple of ``2^-s``; the plan requires, for every ``o``, wit
 Then ``y`` is exact and, with ``acc = bias[o] + Σ_i w[o, i] · x_i`` as in the README,
 ``floor(y) - K = (acc + half) >> s`` (or ``acc << -s``): the requantized code before
 saturation. Subsampling (``coef · Σwindow + bias``), average pooling (``Σwindow``, plus half,
-times ``2^-shift``), RBF distances and final scores (``s = 0``) are checked the same way, and
-every output format, lookup-table input and table entry must fit ``2^24`` (so clamp limits are
-exact). A layer that fails its check runs on the int64 functions of :mod:`golden.layers`
-instead (e.g. 16-bit models); the two paths meet through exact conversions.
+times ``2^-shift``), global average pooling (``Σmap · mul`` plus half, times ``2^-shift``),
+RBF distances and final scores (``s = 0``) are checked the same way, and every output format,
+lookup-table input and table entry must fit ``2^24`` (so clamp limits are exact). A layer that
+fails its check runs on its int64 reference (:meth:`golden.ops.Op.forward`, the functions of
+:mod:`golden.layers`) instead (e.g. 16-bit models); the two paths meet through exact
+conversions.
+
+**Where the code is.** This module holds the shared machinery (layouts, the requantization,
+the bounds, :class:`Plan`); each layer kind's stage is built by its op in :mod:`golden.ops`
+(``Op.stage``), so the plan never looks at a layer's kind.
 
 **Saturation and activation.** With ``v = floor(y) - K``: codes above ``hi`` or below ``lo`` are
 exactly ``y >= hi + 1 + K`` and ``y < lo + K`` (counted, except the ReLU's clamp at 0), then
@@ -61,39 +67,46 @@ blocks. Dense and RBF weights are permuted to the layout they read; taps are con
 the reference NCHW int64 layout.
 """
 
+import collections
 import threading
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from . import layers as L
 
-__all__ = ["F32_EXACT", "EXT_LIMIT", "Plan", "Spatial", "NotExact"]
+__all__ = ["F32_EXACT", "EXT_LIMIT", "NotExact", "Spatial", "Requant", "Stage", "Slow", "Link",
+           "Plan", "need", "fits", "check_format", "max_code", "count", "buffer", "box", "window"]
 
 #: Every integer of magnitude at most 2^24 is a float32; bounds must stay strictly below.
 F32_EXACT = 1 << 24
 #: Largest extended lookup table (entries of float32; 4 MiB).
 EXT_LIMIT = 1 << 20
-# Output columns of a convolution's product that keep BLAS at full speed (block width choice).
-_COLUMNS = 64
 
 
 class NotExact(Exception):
     """A layer's float32 bound does not hold: it runs on the int64 layer functions."""
 
 
-def _max_code(fmt):
+def max_code(fmt):
+    """The largest magnitude of a code of ``fmt``."""
     lo, hi = L.format_range(fmt)
     return max(-lo, hi)
 
 
-def _need(condition, why):
+def need(condition, why):
+    """Raise :class:`NotExact` with ``why`` unless ``condition``."""
     if not condition:
         raise NotExact(why)
 
 
-def _check_format(fmt, what):
-    _need(_max_code(fmt) <= F32_EXACT, f"{what} codes reach beyond 2^24")
+def fits(total, why):
+    """Require a bound on a sum's partial sums to lie below 2^24 (:data:`F32_EXACT`)."""
+    need(total < F32_EXACT, why)
+
+
+def check_format(fmt, what):
+    """Require every code of ``fmt`` to be a float32 integer."""
+    need(max_code(fmt) <= F32_EXACT, f"{what} codes reach beyond 2^24")
 
 
 class Spatial:
@@ -132,7 +145,7 @@ class Spatial:
         return self.from_reference(np.arange(np.prod(self.shape)), 1, np.int64)[0]
 
 
-def _buffer(local, key, shape, dtype=np.float32, fill=None):
+def buffer(local, key, shape, dtype=np.float32, fill=None):
     """A per-thread array of at least ``shape[0]`` rows, reused across batches."""
     store = local.__dict__.setdefault("buffers", {})
     array = store.get(key)
@@ -142,7 +155,8 @@ def _buffer(local, key, shape, dtype=np.float32, fill=None):
     return array[:shape[0]]
 
 
-def _count(y, threshold, above):
+def count(y, threshold, above):
+    """How many of ``y`` are ``>= threshold`` (``above``) or ``< threshold``."""
     if y.size == 0:
         return 0
     if above:
@@ -150,7 +164,7 @@ def _count(y, threshold, above):
     return int(np.count_nonzero(y < threshold)) if y.min() < threshold else 0
 
 
-class _Requant:
+class Requant:
     """The requantization and activation of an affine layer, applied to its product ``y``.
 
     ``acc_lo``/``acc_hi`` (per output channel, Python ints) are the exact range of the
@@ -160,9 +174,9 @@ class _Requant:
     """
 
     def __init__(self, layer, acc_lo, acc_hi, fan):
-        _check_format(layer.requant_format, "requantized")
+        check_format(layer.requant_format, "requantized")
         if layer.lut is not None:
-            _check_format(layer.out_format, "lookup table output")
+            check_format(layer.out_format, "lookup table output")
         self.layer = layer
         self.shifts = [int(s) for s in layer.shift]
         self.bias = [int(b) for b in layer.bias]
@@ -189,7 +203,7 @@ class _Requant:
 
     def _check(self, fan):
         for o, (f, c) in enumerate(zip(fan, self._constants(self.k), strict=True)):
-            _need(f + abs(c) < F32_EXACT,
+            need(f + abs(c) < F32_EXACT,
                   f"output {o}: Σ|w|·X + |bias + rounding| = {f + abs(c)} >= 2^24")
 
     def _extend(self, acc_lo, acc_hi, fan):
@@ -221,17 +235,17 @@ class _Requant:
 
     def count(self, y, peak=None):
         """Saturations among ``y`` (``peak``: the pooled maxima of ``y``, for a quick test)."""
-        n = _count(y if peak is None else peak, self.hi + 1 + self.k, True)
+        n = count(y if peak is None else peak, self.hi + 1 + self.k, True)
         if n and peak is not None:
-            n = _count(y, self.hi + 1 + self.k, True)
+            n = count(y, self.hi + 1 + self.k, True)
         if self.signed:
-            n += _count(y, self.lo + self.k, False)
+            n += count(y, self.lo + self.k, False)
         return n
 
     def apply(self, y, local, key):
         """Codes from ``y`` (overwritten); a new or per-thread array of y's shape."""
         if self.ext is not None:
-            index = _buffer(local, key, (y.size,), np.intp).reshape(y.shape)
+            index = buffer(local, key, (y.size,), np.intp).reshape(y.shape)
             np.copyto(index, y, casting="unsafe")
             return np.take(self.ext, index, mode="wrap", out=y)
         if self.floor:
@@ -239,12 +253,12 @@ class _Requant:
         np.clip(y, self.lo, self.hi, out=y)
         if self.lut is None:
             return y
-        index = _buffer(local, key, (y.size,), np.intp).reshape(y.shape)
+        index = buffer(local, key, (y.size,), np.intp).reshape(y.shape)
         np.copyto(index, y, casting="unsafe")
         return np.take(self.rot, index, mode="wrap", out=y)
 
 
-def _box(weight_rows, fmt):
+def box(weight_rows, fmt):
     """Per row: the accumulator range (no bias) over inputs in ``fmt``, and ``Σ|w|·X``.
 
     Python ints (object arrays), so nothing can overflow.
@@ -258,7 +272,7 @@ def _box(weight_rows, fmt):
     return [int(v) for v in acc_lo], [int(v) for v in acc_hi], [int(v) for v in fan]
 
 
-def _window(x, m, layout, size, op):
+def window(x, m, layout, size, op):
     """Reduce each size×size window of a spatial batch with ``op``; return NHWC."""
     c, h, w = layout.shape
     if size == 1:
@@ -277,10 +291,20 @@ def _window(x, m, layout, size, op):
     return out.reshape(m, h // size, w // size, c)
 
 
-class _Stage:
+class Stage:
+    """One layer's step of a :class:`Plan` (each op of :mod:`golden.ops` builds its own).
+
+    ``run(x, m, local)`` maps a batch of ``m`` float32 inputs in ``in_layout`` to the outputs in
+    ``layout`` and returns ``(y, {layer name: saturations})``. ``fusable``: a max pooling after
+    it may apply its activation (``act``) to the pooled values, setting ``defer``; ``fused``:
+    the stage whose activation this one applies.
+    """
+
     fast = True
     layout = None       # the Spatial layout of the output
     defer = False       # output is a product awaiting the next stage's fused activation
+    fusable = False
+    fused = None
 
     def __init__(self, layer, index):
         self.layer = layer
@@ -288,14 +312,11 @@ class _Stage:
         self.name = layer.name
 
     def tap(self, x, m):
-        ref = self.layout.to_reference(x, m)
-        if self.layer.kind in ("dense", "rbf"):
-            return ref.reshape(m, self.layer.out_shape[0])
-        return ref
+        return self.layout.to_reference(x, m).reshape((m,) + self.layer.tap_shape)
 
 
-class _Slow(_Stage):
-    """A layer whose float32 bound fails: the int64 layer functions."""
+class Slow(Stage):
+    """A layer whose float32 bound fails: its int64 reference (``layer.forward``)."""
 
     fast = False
 
@@ -305,222 +326,18 @@ class _Slow(_Stage):
         self.layout = Spatial(*layer.out_shape)
 
     def run(self, x, m, local):
-        out, _, count = self.layer.forward(x)
-        return out, {self.name: count}
+        out, _, saturations = self.layer.forward(x)
+        return out, {self.name: saturations}
 
     def tap(self, x, m):
         return x
 
 
-class _Conv(_Stage):
-    def __init__(self, layer, index, phase, padded):
-        super().__init__(layer, index)
-        _check_format(layer.in_format, "input")
-        channels, height, width = layer.in_shape
-        out_channels, out_h, out_w = layer.out_shape
-        k = layer.kernel
-        rows = layer.weight.reshape(out_channels, -1)
-        self.act = _Requant(layer, *_box(rows, layer.in_format))
-        self.block = b = self._block(out_w, out_channels, phase)
-        self.padded = padded
-        self.in_layout = Spatial(channels, height, width)
-        self.layout = Spatial(out_channels, out_h, out_w, phase, b)
-        span = (b + k - 1) * channels
-        depth = k * span
-        # Banded weights: row (u, v_local, c) of the im2col block, column (p, q, o) for output
-        # column j_local = q·P + p; weights scaled by 2^-s_o; the last row is the constant.
-        weight = layer.weight.astype(np.float64) * self.act.scales().astype(np.float64)[
-            :, None, None, None]
-        band = np.zeros((k, b + k - 1, channels, phase, b // phase, out_channels))
-        for j in range(b):
-            for v in range(k):
-                band[:, j + v, :, j % phase, j // phase, :] = weight[:, :, :, v].transpose(2, 1, 0)
-        band = band.reshape(depth, b * out_channels)
-        constant = np.tile(self.act.constants(), b)[None, :]
-        self.matrix = np.ascontiguousarray(np.concatenate([band, constant]), dtype=np.float32)
-        self.geometry = (k, out_h, out_w // b, span, depth, layer.padding)
-
-    @staticmethod
-    def _block(width, out_channels, phase):
-        """The block width b: a multiple of ``phase`` dividing ``width``.
-
-        A matrix row computes ``b · O`` outputs from ``k·(b + k - 1)·C`` inputs, so a wider
-        block copies fewer inputs per output but multiplies more zeros of the band; BLAS needs
-        about 64 output columns to run at full speed (measured), so take the narrowest block
-        that gives them, else the widest.
-        """
-        choices = [b for b in range(phase, width + 1, phase) if width % b == 0]
-        wide = [b for b in choices if b * out_channels >= _COLUMNS]
-        return min(wide) if wide else max(choices)
-
-    def run(self, x, m, local):
-        k, out_h, blocks, span, depth, pad = self.geometry
-        channels, height, width = self.in_layout.shape
-        if self.padded:                 # the input stage added this layer's padding
-            x = x.reshape(m, height + 2 * pad, width + 2 * pad, channels)
-        elif pad:
-            buf = _buffer(local, (self.index, "pad"),
-                          (m, height + 2 * pad, width + 2 * pad, channels))
-            buf[:, pad:pad + height, pad:pad + width] = x.reshape(m, height, width, channels)
-            x = buf
-        else:
-            x = np.ascontiguousarray(x.reshape(m, height, width, channels), dtype=np.float32)
-        rows = m * out_h * blocks
-        cols = _buffer(local, (self.index, "cols"), (rows, depth + 1), fill=1.0)
-        item = cols.itemsize
-        dst = as_strided(cols, (m, out_h, blocks, k, span),
-                         (out_h * blocks * (depth + 1) * item, blocks * (depth + 1) * item,
-                          (depth + 1) * item, span * item, item))
-        s_n, s_h, s_w = x.strides[0], x.strides[1], x.strides[2]
-        src = as_strided(x, (m, out_h, blocks, k, span),
-                         (s_n, s_h, self.block * s_w, s_h, x.strides[-1]))
-        np.copyto(dst, src)
-        y = np.matmul(cols, self.matrix,
-                      out=_buffer(local, (self.index, "y"), (rows, self.matrix.shape[1])))
-        if self.defer:
-            return y, {}
-        count = self.act.count(y)
-        return self.act.apply(y, local, (self.index, "index")), {self.name: count}
-
-
-class _Dense(_Stage):
-    def __init__(self, layer, index, in_layout):
-        super().__init__(layer, index)
-        _check_format(layer.in_format, "input")
-        self.in_layout = in_layout
-        self.layout = Spatial(layer.out_shape[0], 1, 1)
-        weight = layer.weight[:, in_layout.order()]
-        if layer.final:
-            _, _, fan = _box(weight, layer.in_format)
-            for o, (f, b) in enumerate(zip(fan, layer.bias, strict=True)):
-                _need(f + abs(int(b)) < F32_EXACT,
-                      f"output {o}: Σ|w|·X + |bias| = {f + abs(int(b))} >= 2^24")
-            scales = np.ones(weight.shape[0])
-            constants = layer.bias.astype(np.float32)
-        else:
-            self.act = _Requant(layer, *_box(weight, layer.in_format))
-            scales = self.act.scales().astype(np.float64)
-            constants = self.act.constants()
-        self.matrix = np.ascontiguousarray((weight * scales[:, None]).T, dtype=np.float32)
-        self.constants = constants
-
-    def run(self, x, m, local):
-        y = np.matmul(x.reshape(m, self.matrix.shape[0]), self.matrix)
-        y += self.constants
-        if self.layer.final:
-            return y, {self.name: 0}
-        count = self.act.count(y)
-        return self.act.apply(y, local, (self.index, "index")), {self.name: count}
-
-
-class _Subsample(_Stage):
-    def __init__(self, layer, index, in_layout):
-        super().__init__(layer, index)
-        _check_format(layer.in_format, "input")
-        size = layer.size
-        x_max = _max_code(layer.in_format)
-        lo, hi = L.format_range(layer.in_format)
-        coef = [int(c) for c in layer.weight]
-        _need(size * size * x_max * max([1] + [abs(c) for c in coef]) < F32_EXACT,
-              "window sums times coefficients reach 2^24")
-        rows = [[c] * (size * size) for c in coef]
-        self.act = _Requant(layer, *_box(rows, layer.in_format))
-        self.in_layout = in_layout
-        self.layout = Spatial(*layer.out_shape)
-        out_w = layer.out_shape[2]
-        self.scale_row = np.tile((np.array(coef, np.float64) *
-                                  self.act.scales().astype(np.float64)).astype(np.float32), out_w)
-        self.constant_row = np.tile(self.act.constants(), out_w)
-
-    def run(self, x, m, local):
-        c, h, w = self.layout.shape
-        total = _window(x, m, self.in_layout, self.layer.size, np.add).reshape(m * h, w * c)
-        if self.layer.size == 1:
-            total = total.copy()        # a view of x otherwise
-        total *= self.scale_row
-        total += self.constant_row
-        count = self.act.count(total)
-        return self.act.apply(total, local, (self.index, "index")), {self.name: count}
-
-
-class _Pool(_Stage):
-    def __init__(self, layer, index, in_layout, fused=None):
-        super().__init__(layer, index)
-        _check_format(layer.in_format, "input")
-        size = layer.size
-        self.shift = 2 * (size.bit_length() - 1)
-        if layer.mode == "avg":
-            half = 1 << self.shift >> 1
-            _need(size * size * _max_code(layer.in_format) + half < F32_EXACT,
-                  "window sums reach 2^24")
-        self.in_layout = in_layout
-        self.layout = Spatial(*layer.out_shape)
-        self.fused = fused      # the previous conv stage, whose activation runs here
-
-    def run(self, x, m, local):
-        size = self.layer.size
-        if self.layer.mode == "max":
-            out = _window(x, m, self.in_layout, size, np.maximum)
-            if self.fused is None:
-                return out, {self.name: 0}
-            act = self.fused.act
-            count = act.count(x, peak=out)
-            out = act.apply(out, local, (self.index, "index"))
-            return out, {self.name: 0, self.fused.name: count}
-        out = _window(x, m, self.in_layout, size, np.add)    # a new array unless size is 1
-        if self.shift:
-            out += 1 << (self.shift - 1)
-            out *= np.float32(2.0 ** -self.shift)
-            np.floor(out, out=out)
-        return out, {self.name: 0}
-
-
-class _Gap(_Stage):
-    def __init__(self, layer, index, in_layout):
-        super().__init__(layer, index)
-        _check_format(layer.in_format, "input")
-        area = layer.in_shape[1] * layer.in_shape[2]
-        half = 1 << (layer.shift - 1)
-        _need(area * _max_code(layer.in_format) * layer.mul + half < F32_EXACT,
-              "sums times mul reach 2^24")
-        self.in_layout = in_layout
-        self.layout = Spatial(*layer.out_shape)
-        self.lo, self.hi = L.format_range(layer.in_format)
-        self.mul = np.float32(layer.mul)
-        self.half = np.float32(half)
-        self.scale = np.float32(2.0 ** -layer.shift)
-
-    def run(self, x, m, local):
-        channels = self.layout.shape[0]
-        y = x.reshape(m, -1, channels).sum(axis=1, dtype=np.float32)
-        y *= self.mul
-        y += self.half
-        y *= self.scale
-        np.floor(y, out=y)
-        count = _count(y, self.hi + 1, True) + _count(y, self.lo, False)
-        np.clip(y, self.lo, self.hi, out=y)
-        return y, {self.name: count}
-
-
-class _Rbf(_Stage):
-    def __init__(self, layer, index, in_layout):
-        super().__init__(layer, index)
-        _check_format(layer.in_format, "input")
-        centers = layer.centers[:, in_layout.order()]
-        x_max = _max_code(layer.in_format)
-        c_max = int(np.abs(centers).max()) if centers.size else 0
-        _need(centers.shape[1] * (x_max + c_max) ** 2 < F32_EXACT, "distances reach 2^24")
-        self.in_layout = in_layout
-        self.layout = Spatial(layer.out_shape[0], 1, 1)
-        self.matrix = np.ascontiguousarray(-2.0 * centers.T, dtype=np.float32)
-        self.squares = (centers.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
-
-    def run(self, x, m, local):
-        x = x.reshape(m, self.matrix.shape[0])
-        y = np.matmul(x, self.matrix)
-        y += np.einsum("nf,nf->n", x, x)[:, None]
-        y += self.squares
-        return y, {self.name: 0}
+#: What a layer's stage is built from: the layout of its input (that of the previous fast stage,
+#: else plain NCHW-ordered NHWC), the previous stage (``None`` first), the next layer (``None``
+#: last), whether a max pooling may take the previous activation, and whether the plan's input
+#: already holds this (first) layer's padding.
+Link = collections.namedtuple("Link", "in_layout previous following fuse padded")
 
 
 class Plan:
@@ -541,39 +358,20 @@ class Plan:
         self.pad = model.input_pad
         self.input_fast = True
         try:
-            _check_format(model._input_format, "input")
+            check_format(model._input_format, "input")
         except NotExact:
             self.input_fast = False
-        first = layers[0]
-        self.extra_pad = first.padding if first.kind == "conv" and self.input_fast else 0
+        self.extra_pad = layers[0].padding if self.input_fast else 0
         pad = self.pad + self.extra_pad
         layout = Spatial(channels, height + 2 * pad, width + 2 * pad) if self.input_fast else None
         for i, layer in enumerate(layers):
-            after = layers[i + 1] if i + 1 < len(layers) else None
+            link = Link(layout or Spatial(*layer.in_shape), stages[-1] if stages else None,
+                        layers[i + 1] if i + 1 < len(layers) else None, fuse,
+                        i == 0 and self.extra_pad > 0)
             try:
-                if layer.kind == "conv":
-                    size = after.size if after is not None and after.kind in (
-                        "pool", "subsample") else 1
-                    stage = _Conv(layer, i, size, padded=i == 0 and self.extra_pad > 0)
-                elif layer.kind == "pool":
-                    previous = stages[-1] if stages else None
-                    fused = None
-                    if (fuse and layer.mode == "max" and isinstance(previous, _Conv)
-                            and previous.act.monotone):
-                        fused = previous
-                    stage = _Pool(layer, i, layout or Spatial(*layer.in_shape), fused)
-                    if fused is not None:
-                        fused.defer = True
-                elif layer.kind == "subsample":
-                    stage = _Subsample(layer, i, layout or Spatial(*layer.in_shape))
-                elif layer.kind == "gap":
-                    stage = _Gap(layer, i, layout or Spatial(*layer.in_shape))
-                elif layer.kind == "dense":
-                    stage = _Dense(layer, i, layout or Spatial(*layer.in_shape))
-                else:
-                    stage = _Rbf(layer, i, layout or Spatial(*layer.in_shape))
+                stage = layer.stage(i, link)
             except NotExact as exc:
-                stage = _Slow(layer, i, str(exc))
+                stage = Slow(layer, i, str(exc))
                 if i == 0:
                     self.extra_pad = 0
             stages.append(stage)
@@ -588,7 +386,7 @@ class Plan:
         for stage in self.stages:
             if not stage.fast:
                 out[stage.name] = f"int64: {stage.why}"
-            elif isinstance(stage, _Pool) and stage.fused is not None:
+            elif stage.fused is not None:
                 out[stage.name] = "float32"
                 out[stage.fused.name] = "float32 (activation after max pooling)"
             else:
@@ -601,7 +399,7 @@ class Plan:
             return L.pad2d(batch, pad), False
         pad += self.extra_pad
         channels, height, width = self.model.input_shape
-        buf = _buffer(self.local, ("input", pad), (m, height + 2 * pad, width + 2 * pad, channels))
+        buf = buffer(self.local, ("input", pad), (m, height + 2 * pad, width + 2 * pad, channels))
         buf[:, pad:pad + height, pad:pad + width] = batch.transpose(0, 2, 3, 1)
         return buf, True
 

@@ -15,6 +15,8 @@ at most 52 bits wide. Operands too large even for int64 raise :class:`OverflowEr
 
 import numpy as np
 
+from core.kinds import KINDS
+
 __all__ = [
     "pad2d", "conv2d", "dense", "requantize", "apply_lut", "maxpool", "avgpool", "subsample",
     "global_avgpool", "rbf", "classify", "format_range", "build_lut", "acc_bits_for",
@@ -24,8 +26,10 @@ __all__ = [
 #: Activation functions a lookup table can hold (see :func:`build_lut`).
 LUT_FUNCTIONS = ("tanh", "scaled_tanh", "sigmoid")
 
-#: Layer kinds whose accumulator width :func:`acc_bits_for` derives.
-ACC_KINDS = ("conv", "dense", "subsample", "rbf")
+#: Layer kinds whose accumulator width :func:`acc_bits_for` derives: those whose records hold
+#: weights (products of weights and inputs) or centers (squared distances).
+ACC_KINDS = tuple(name for name, k in KINDS.items()
+                  if k.exported and {"weight", "centers"} & set(k.roles))
 
 # Float64 products are used while every partial sum is below this bound (2^53 with a margin).
 _FLOAT_EXACT = 2.0 ** 52
@@ -448,7 +452,7 @@ def acc_bits_for(kind, w_bits, in_bits, fan_in):
     in_bits = _int_param(in_bits, where, "in_bits", 1)
     fan_in = _int_param(fan_in, where, "fan_in", 1)
     growth = (fan_in - 1).bit_length()                          # ceil(log2(fan_in))
-    if kind == "rbf":
+    if "centers" in KINDS[kind].roles:          # squared distances, centers in the input format
         if w_bits is not None and w_bits != in_bits:
             raise ValueError(f"{where}: rbf centers share the input format, so w_bits must be "
                              f"None or in_bits={in_bits}, not {w_bits!r}")

@@ -9,13 +9,11 @@ Errors are :class:`QModelError` with one line that names the file, the layer or 
 fix.
 """
 
-import abc
 import concurrent.futures
 import contextlib
 import copy
 import hashlib
 import json
-import math
 import os
 import tempfile
 import zipfile
@@ -24,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from core.kinds import gap_scale
 
 from . import blas as _blas
 from . import fast as _fast
 from . import layers as L
+from .ops import OPS
 
 __all__ = [
     "QModelError", "IntegerModel", "load", "save", "array_sha256",
@@ -143,340 +141,6 @@ class _Checker:
         else:
             frac = self.fracs(self.get(value, "frac", inner), inner, "frac", channels)
         return {"bits": bits, "frac": frac, "signed": signed}
-
-
-def _same_format(a, b):
-    return a["bits"] == b["bits"] and a["frac"] == b["frac"] and a["signed"] == b["signed"]
-
-
-def _describe(fmt):
-    kind = "signed" if fmt["signed"] else "unsigned"
-    return f"{kind} {fmt['bits']}-bit frac {fmt['frac']}"
-
-
-class _Layer(abc.ABC):
-    """One verified layer: its parameters as arrays, ready to run."""
-
-    kind = None
-    roles = ()          # the entries its "arrays" may have
-    has_acc = False     # whether it computes accumulators (checked against acc_bits)
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        self.index = index
-        self.name = desc["name"]
-        self.where = f"layers[{index}] {self.name!r}"
-        self.checker = checker
-        self.final = checker.boolean(desc, "final", self.where, False)
-        self.in_format = checker.fmt(desc, "in_format", self.where)
-        if not _same_format(self.in_format, fmt):
-            self.fail(f"in_format ({_describe(self.in_format)}) differs from the format of its "
-                      f"input ({_describe(fmt)})")
-        self.in_shape = shape
-        self.arrays = self._arrays(desc, arrays)
-        self.acc_bits = None
-
-    def fail(self, message):
-        self.checker.fail(self.where, message)
-
-    def _arrays(self, desc, arrays):
-        names = self.checker.table(desc, "arrays", self.where, {})
-        found = {}
-        for role, name in names.items():
-            if role not in self.roles:
-                expected = ", ".join(self.roles) or "none"
-                self.fail(f"arrays has an unknown entry {role!r}; expected: {expected}")
-            if not isinstance(name, str) or name not in arrays:
-                self.fail(f"arrays.{role}={name!r} is not listed in the model's arrays")
-            found[role] = arrays[name]
-        return found
-
-    def require(self, role, shape):
-        if role not in self.arrays:
-            self.fail(f"arrays.{role} is missing")
-        array = self.arrays[role]
-        if array.shape != tuple(shape):
-            self.fail(f"arrays.{role} has shape {list(array.shape)}, expected {list(shape)}")
-        return array
-
-    def codes_in(self, role, array, fmt):
-        lo, hi = L.format_range(fmt)
-        if array.size and (int(array.min()) < lo or int(array.max()) > hi):
-            self.fail(f"arrays.{role} holds codes {int(array.min())}..{int(array.max())} outside "
-                      f"its format's range {lo}..{hi}")
-
-    def declared_shapes(self, desc, in_shape, out_shape, exact):
-        """Check the optional or required ``in_shape``/``out_shape`` against the derived ones."""
-        for key, derived in (("in_shape", in_shape), ("out_shape", out_shape)):
-            declared = self.checker.shape(desc, key, self.where, default=None if not exact
-                                          else _MISSING)
-            if declared is None:
-                continue
-            same = declared == derived if exact else math.prod(declared) == math.prod(derived)
-            if not same:
-                self.fail(f"{key}={list(declared)} but the network gives {list(derived)}")
-
-    @abc.abstractmethod
-    def forward(self, x):
-        """Return ``(output, accumulators or None, saturations)`` for a batch."""
-
-
-class _Pool(_Layer):
-    kind = "pool"
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        super().__init__(checker, index, desc, shape, fmt, arrays)
-        w = self.where
-        if self.final:
-            self.fail("a pool layer cannot be final; end with a dense or rbf layer")
-        self.mode = checker.choice(desc, "mode", w, ("max", "avg"))
-        self.size = checker.integer(desc, "size", w, 1)
-        channels, height, width = shape
-        if height % self.size or width % self.size:
-            self.fail(f"size={self.size} does not divide its {height}x{width} input")
-        if self.mode == "avg" and self.size & (self.size - 1):
-            self.fail(f"size={self.size}: average pooling needs a power-of-two size")
-        self.out_shape = (channels, height // self.size, width // self.size)
-        self.declared_shapes(desc, shape, self.out_shape, exact=True)
-        self.out_format = checker.fmt(desc, "out_format", w)
-        if not _same_format(self.out_format, self.in_format):
-            self.fail("out_format must equal in_format (pooling keeps the format)")
-
-    def forward(self, x):
-        x = x.reshape((x.shape[0],) + self.in_shape)
-        if self.mode == "max":
-            return L.maxpool(x, self.size), None, 0
-        return L.avgpool(x, self.size), None, 0
-
-
-class _Gap(_Layer):
-    kind = "gap"
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        super().__init__(checker, index, desc, shape, fmt, arrays)
-        w = self.where
-        if self.final:
-            self.fail("a gap layer cannot be final; end with a dense or rbf layer")
-        channels, height, width = shape
-        area = height * width
-        if area < 2:
-            self.fail(f"global average pooling of a {height}x{width} map does nothing; remove "
-                      f"the layer")
-        self.out_shape = (channels, 1, 1)
-        self.declared_shapes(desc, shape, self.out_shape, exact=True)
-        self.out_format = checker.fmt(desc, "out_format", w)
-        if not _same_format(self.out_format, self.in_format):
-            self.fail("out_format must equal in_format (global average pooling keeps the "
-                      "format)")
-        mul = checker.integer(desc, "mul", w, 1)
-        shift = checker.integer(desc, "shift", w, 1, 62)
-        self.mul, self.shift = gap_scale(area)
-        if (mul, shift) != (self.mul, self.shift):
-            self.fail(f"mul={mul}, shift={shift} but gap_scale({area}) of its {height}x{width} "
-                      f"map gives mul={self.mul}, shift={self.shift}")
-
-    def forward(self, x):
-        x = x.reshape((x.shape[0],) + self.in_shape)
-        out, saturations = L.global_avgpool(x, self.mul, self.shift, self.in_format)
-        return out, None, saturations
-
-
-class _Affine(_Layer):
-    """A layer with an accumulator, a bias, a requantization and an activation."""
-
-    roles = ("weight", "bias", "lut")
-    has_acc = True
-
-    def setup_affine(self, desc, channels, fan_in, weight_shape):
-        """Check weights, bias, widths, fractions and activation; ``channels`` outputs."""
-        checker, w = self.checker, self.where
-        self.weight_format = checker.fmt(desc, "weight_format", w, channels=channels)
-        if not self.weight_format["signed"]:
-            self.fail("weight_format must be signed")
-        self.weight = self.require("weight", weight_shape)
-        self.codes_in("weight", self.weight, self.weight_format)
-        self.fan_in = fan_in
-        w_bits, in_bits = self.weight_format["bits"], self.in_format["bits"]
-        self.check_acc_bits(desc, L.acc_bits_for(self.kind, w_bits, in_bits, fan_in),
-                            f"w_bits {w_bits} + in_bits {in_bits} + ceil(log2(fan_in "
-                            f"{fan_in})) + 1")
-        self.bias = self.require("bias", (channels,))
-        bias_fmt = {"bits": self.acc_bits - 1, "signed": True}
-        self.codes_in("bias", self.bias, bias_fmt)
-        acc_frac = checker.fracs(checker.get(desc, "acc_frac", w), w, "acc_frac", channels)
-        expected = self.weight_format["frac"] + self.in_format["frac"]
-        if not np.array_equal(acc_frac, expected):
-            self.fail(f"acc_frac={acc_frac.tolist()} but weight frac + in_format frac gives "
-                      f"{expected.tolist()}")
-        self.acc_frac = acc_frac
-        self.setup_activation(desc)
-
-    def check_acc_bits(self, desc, expected, formula):
-        self.acc_bits = self.checker.integer(desc, "acc_bits", self.where, 2, 62)
-        if self.acc_bits != expected:
-            self.fail(f"acc_bits={self.acc_bits} but bit growth gives {expected} ({formula})")
-
-    def setup_activation(self, desc):
-        checker, w = self.checker, self.where
-        activation = checker.table(desc, "activation", w, {"kind": "none"})
-        kind = checker.choice(activation, "kind", f"{w} activation", ("relu", "none", "lut"))
-        self.activation = kind
-        self.lut = None
-        if self.final:
-            if kind != "none" or "lut" in self.arrays:
-                self.fail("the final layer outputs raw accumulators; set activation "
-                          "{'kind': 'none'} and drop its lut")
-            if len(set(self.acc_frac.tolist())) != 1:
-                self.fail(f"acc_frac={self.acc_frac.tolist()} differs across outputs; the "
-                          f"scores must share one scale, so quantize the final layer's "
-                          f"weights per tensor")
-            return
-        self.out_format = checker.fmt(desc, "out_format", w)
-        target = self.out_format
-        if kind == "relu" and self.out_format["signed"]:
-            self.fail("activation relu needs an unsigned out_format (the clamp at 0 is the "
-                      "ReLU)")
-        if kind == "none" and not self.out_format["signed"]:
-            self.fail("activation none needs a signed out_format")
-        if kind == "lut":
-            aw = f"{w} activation"
-            checker.choice(activation, "function", aw, L.LUT_FUNCTIONS)
-            self.lut_bits = checker.integer(activation, "in_bits", aw, 1, 24)
-            lut_frac = checker.integer(activation, "in_frac", aw, -64, 126)
-            target = {"bits": self.lut_bits, "frac": lut_frac, "signed": True}
-            self.lut = self.require("lut", (1 << self.lut_bits,))
-            self.codes_in("lut", self.lut, self.out_format)
-        elif "lut" in self.arrays:
-            self.fail(f"arrays.lut is given but activation is {kind!r}")
-        self.requant_format = target
-        self.shift = self.acc_frac - target["frac"]
-        if np.any(np.abs(self.shift) > 62):
-            self.fail(f"the requantization shifts {self.shift.tolist()} exceed 62 bits; check "
-                      f"the fractions")
-
-    def activate(self, acc):
-        if self.final:
-            return acc, 0
-        q, saturations = L.requantize(acc, self.shift, self.requant_format)
-        if self.lut is not None:
-            q = L.apply_lut(q, self.lut, self.lut_bits)
-        return q, saturations
-
-    def forward(self, x):
-        acc = self.accumulate(x)
-        out, saturations = self.activate(acc)
-        return out, acc, saturations
-
-
-class _Conv(_Affine):
-    kind = "conv"
-    roles = ("weight", "bias", "lut", "connections")
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        super().__init__(checker, index, desc, shape, fmt, arrays)
-        w = self.where
-        if self.final:
-            self.fail("a conv layer cannot be final; end with a dense or rbf layer")
-        self.kernel = k = checker.integer(desc, "kernel", w, 1)
-        self.padding = p = checker.integer(desc, "padding", w, 0, default=0)
-        channels, height, width = shape
-        out_shape = checker.shape(desc, "out_shape", w, ndim=3)
-        out_channels = out_shape[0]
-        self.out_shape = (out_channels, height + 2 * p - k + 1, width + 2 * p - k + 1)
-        if min(self.out_shape) < 1:
-            self.fail(f"kernel={k} is larger than its {height}x{width} input (padding {p})")
-        self.declared_shapes(desc, shape, self.out_shape, exact=True)
-        connected = channels
-        if "connections" in self.arrays:
-            table = self.require("connections", (out_channels, channels))
-            if not np.all((table == 0) | (table == 1)):
-                self.fail("arrays.connections must hold only 0 and 1")
-            if np.any(table.sum(axis=1) == 0):
-                self.fail("arrays.connections leaves an output channel with no input")
-            connected = int(table.sum(axis=1).max())
-            weight = self.arrays.get("weight")
-            if weight is not None and weight.shape == (out_channels, channels, k, k):
-                stray = (table == 0)[:, :, None, None] & (weight != 0)
-                if np.any(stray):
-                    o, c = (int(i) for i in np.argwhere(stray)[0][:2])
-                    self.fail(f"weight[{o}, {c}] is nonzero but connections[{o}, {c}] = 0; "
-                              f"unconnected pairs must have all-zero weights")
-        self.setup_affine(desc, out_channels, connected * k * k, (out_channels, channels, k, k))
-
-    def accumulate(self, x):
-        x = x.reshape((x.shape[0],) + self.in_shape)
-        if self.padding:
-            x = L.pad2d(x, self.padding)
-        return L.conv2d(x, self.weight, self.bias)
-
-
-class _Subsample(_Affine):
-    kind = "subsample"
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        super().__init__(checker, index, desc, shape, fmt, arrays)
-        w = self.where
-        if self.final:
-            self.fail("a subsample layer cannot be final; end with a dense or rbf layer")
-        self.size = s = checker.integer(desc, "size", w, 1)
-        channels, height, width = shape
-        if height % s or width % s:
-            self.fail(f"size={s} does not divide its {height}x{width} input")
-        self.out_shape = (channels, height // s, width // s)
-        self.declared_shapes(desc, shape, self.out_shape, exact=True)
-        self.setup_affine(desc, channels, s * s, (channels,))
-
-    def accumulate(self, x):
-        x = x.reshape((x.shape[0],) + self.in_shape)
-        return L.subsample(x, self.weight, self.bias, self.size)
-
-
-class _Dense(_Affine):
-    kind = "dense"
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        super().__init__(checker, index, desc, shape, fmt, arrays)
-        w = self.where
-        self.features = features = math.prod(shape)
-        checker.integer(desc, "in_features", w, features, features)
-        out_features = checker.integer(desc, "out_features", w, 1)
-        self.out_shape = (out_features, 1, 1)
-        self.declared_shapes(desc, shape, self.out_shape, exact=False)
-        self.setup_affine(desc, out_features, features, (out_features, features))
-
-    def accumulate(self, x):
-        return L.dense(x.reshape(x.shape[0], self.features), self.weight, self.bias)
-
-
-class _Rbf(_Layer):
-    kind = "rbf"
-    roles = ("centers",)
-    has_acc = True
-
-    def __init__(self, checker, index, desc, shape, fmt, arrays):
-        super().__init__(checker, index, desc, shape, fmt, arrays)
-        w = self.where
-        if not self.final:
-            self.fail("an rbf layer is an output layer; set final: true and put it last")
-        self.features = features = math.prod(shape)
-        checker.integer(desc, "in_features", w, features, features)
-        out_features = checker.integer(desc, "out_features", w, 1)
-        self.out_shape = (out_features, 1, 1)
-        self.declared_shapes(desc, shape, self.out_shape, exact=False)
-        self.centers = self.require("centers", (out_features, features))
-        self.codes_in("centers", self.centers, self.in_format)
-        in_bits = self.in_format["bits"]
-        self.acc_bits = checker.integer(desc, "acc_bits", w, 2, 62)
-        expected = L.acc_bits_for("rbf", None, in_bits, features)
-        if self.acc_bits != expected:
-            self.fail(f"acc_bits={self.acc_bits} but bit growth gives {expected} (2 · in_bits "
-                      f"{in_bits} + ceil(log2(fan_in {features})) + 1)")
-
-    def forward(self, x):
-        scores = L.rbf(x.reshape(x.shape[0], self.features), self.centers)
-        return scores, scores, 0
-
-
-_KINDS = {cls.kind: cls for cls in (_Conv, _Pool, _Subsample, _Gap, _Dense, _Rbf)}
 
 
 class IntegerModel:
@@ -602,8 +266,8 @@ class IntegerModel:
             if name in names:
                 checker.fail(f"layers[{i}] {name!r}", "the name is used twice")
             names.add(name)
-            kind = checker.choice(desc, "kind", f"layers[{i}] {name!r}", tuple(_KINDS))
-            layer = _KINDS[kind](checker, i, desc, shape, fmt, self._arrays)
+            kind = checker.choice(desc, "kind", f"layers[{i}] {name!r}", OPS.kinds())
+            layer = OPS[kind](checker, i, desc, shape, fmt, self._arrays)
             if layer.final and i != len(descs) - 1:
                 layer.fail("only the last layer may be final")
             self._layers.append(layer)
@@ -611,18 +275,19 @@ class IntegerModel:
             fmt = getattr(layer, "out_format", None)
         last = self._layers[-1]
         if not last.final:
-            last.fail("the last layer gives the scores; set final: true (a dense or rbf layer)")
+            last.fail(f"the last layer gives the scores; set final: true (a "
+                      f"{' or '.join(k for k in OPS.kinds() if OPS[k].classify)} layer)")
         out = checker.table(meta, "output", "")
-        expected = "argmin" if last.kind == "rbf" else "argmax"
+        expected = last.classify
         self._output_kind = checker.choice(out, "kind", "output", ("argmax", "argmin"))
         if self._output_kind != expected:
             checker.fail("output", f"kind={self._output_kind!r} but a final {last.kind} layer "
                                    f"is classified by {expected!r}")
         checker.integer(out, "score_bits", "output", last.acc_bits, last.acc_bits)
-        # RBF distances are never negative: they fit score_bits signed or unsigned.
-        if not checker.boolean(out, "score_signed", "output") and last.kind != "rbf":
-            checker.fail("output", "score_signed must be true (dense scores are signed "
-                                   "accumulators)")
+        # Scores that are never negative (RBF distances) fit score_bits signed or unsigned.
+        if not checker.boolean(out, "score_signed", "output") and not last.scores_nonnegative:
+            checker.fail("output", f"score_signed must be true ({last.kind} scores are signed "
+                                   f"accumulators)")
         self._num_classes = last.out_shape[0]
         checker.integer(meta, "num_classes", "", self._num_classes, self._num_classes)
 

@@ -11,30 +11,26 @@ from functools import partial
 
 import numpy as np
 
-from core.kinds import gap_scale
+from core.kinds import KINDS, record_shape
+from core.registry import Registry
 
 from . import layers as L
 from .model import FORMAT_VERSION, IntegerModel, array_sha256
+from .ops import OPS
 
-__all__ = ["random_qmodel", "random_images", "WEIGHT_MODES", "SPEC_KEYS"]
+__all__ = ["random_qmodel", "random_images", "RANDOM", "WEIGHT_MODES", "SPEC_KEYS"]
 
 #: How :func:`random_qmodel` draws weights, biases and RBF centers.
 WEIGHT_MODES = ("uniform", "extreme", "min", "max")
 
-_AFFINE_KEYS = {"activation", "weight_bits", "weight_frac", "per_channel", "out_bits", "out_frac",
-                "lut_bits", "lut_frac"}
+_AFFINE_KEYS = frozenset({"activation", "weight_bits", "weight_frac", "per_channel",
+                          "out_bits", "out_frac", "lut_bits", "lut_frac"})
 
-#: The keys each kind of spec entry accepts (besides "kind" and "name").
-SPEC_KEYS = {
-    "conv": {"out_channels", "kernel", "padding", "connections"} | _AFFINE_KEYS,
-    "pool": {"mode", "size"},
-    "subsample": {"size"} | _AFFINE_KEYS,
-    "gap": set(),
-    "dense": {"out_features", "final"} | _AFFINE_KEYS,
-    "rbf": {"out_features", "final"},
-}
-_REQUIRED = {"conv": ("out_channels", "kernel"), "dense": ("out_features",),
-             "rbf": ("out_features",)}
+#: The random generator of every exported layer kind (see :class:`_Generator`).
+RANDOM = Registry("golden random layer", exported_only=True)
+
+# The kinds that may end a network (give the scores), for messages.
+_FINAL_KINDS = " or ".join(n for n, k in KINDS.items() if k.exported and k.final != "never")
 
 # The 8-bit raw pixel format of every input (README: "Input").
 _INPUT_FORMAT = {"bits": 8, "frac": 8, "signed": False}
@@ -119,25 +115,27 @@ def _check_spec(spec):
         if not isinstance(entry, dict):
             raise ValueError(f"random_qmodel: spec[{i}] must be a dict, not {entry!r}")
         kind = entry.get("kind")
-        if kind not in SPEC_KEYS:
+        if not isinstance(kind, str) or kind not in RANDOM:
             raise ValueError(f"random_qmodel: spec[{i}].kind={kind!r} is not one of: "
-                             f"{', '.join(SPEC_KEYS)}")
+                             f"{', '.join(RANDOM.kinds())}")
+        generator = RANDOM[kind]
         for key in entry:
-            if key not in SPEC_KEYS[kind] | {"kind", "name"}:
+            if key not in generator.keys | {"kind", "name"}:
                 raise ValueError(f"random_qmodel: spec[{i}] has an unknown key {key!r}; a "
-                                 f"{kind} layer takes: {', '.join(sorted(SPEC_KEYS[kind]))}")
-        for key in _REQUIRED.get(kind, ()):
+                                 f"{kind} layer takes: {', '.join(sorted(generator.keys))}")
+        for key in generator.required:
             if key not in entry:
                 raise ValueError(f"random_qmodel: spec[{i}] ({kind}) needs {key!r}")
         last = i == len(spec) - 1
         if entry.get("final", last) != last:
             raise ValueError(f"random_qmodel: spec[{i}].final: the last layer, and only it, is "
                              f"final")
-        if last and kind not in ("dense", "rbf"):
+        if last and KINDS[kind].final == "never":
             raise ValueError(f"random_qmodel: spec[{i}] is a {kind} layer; the last layer must "
-                             f"be dense or rbf (it gives the scores)")
-        if kind == "rbf" and not last:
-            raise ValueError(f"random_qmodel: spec[{i}]: an rbf layer must be the last")
+                             f"be {_FINAL_KINDS} (it gives the scores)")
+        if not last and KINDS[kind].final == "only":
+            raise ValueError(f"random_qmodel: spec[{i}]: {kind} is an output layer; it must be "
+                             f"the last")
         if last and entry.get("activation", "none") != "none":
             raise ValueError(f"random_qmodel: spec[{i}]: the final layer gives raw scores; "
                              f"drop its activation")
@@ -165,12 +163,14 @@ def _connections(builder, value, out_channels, in_channels, where):
     return table.astype(np.int64)
 
 
-def _affine(builder, entry, desc, accumulate, channels, fan_in, weight_shape, in_fmt, mask,
-            final):
+def _affine(builder, entry, desc, accumulate, channels, fan_in, weight_shape, mask, final,
+            role="weight"):
     """Fill ``desc`` with weights, bias, widths and activation; return the calibration output.
 
-    ``accumulate(weight, bias)`` computes the layer's accumulators on the calibration batch.
+    ``accumulate(weight, bias)`` computes the layer's accumulators on the calibration batch;
+    the weights are stored as ``f"{name}.{role}"``.
     """
+    in_fmt = desc["in_format"]
     name = desc["name"]
     wbits = entry.get("weight_bits", builder.wbits)
     per_channel = entry.get("per_channel", builder.per_channel) and not final
@@ -192,7 +192,6 @@ def _affine(builder, entry, desc, accumulate, channels, fan_in, weight_shape, in
     acc = accumulate(weight, np.zeros(channels, dtype=np.int64))
     bias = builder.bias(acc, acc_bits)
     acc = acc + bias.reshape((1, -1) + (1,) * (acc.ndim - 2))
-    role = "coef" if desc["kind"] == "subsample" else "weight"
     desc.update({
         "weight_format": w_fmt, "acc_bits": acc_bits, "acc_frac": acc_frac.tolist(),
         "final": final,
@@ -234,6 +233,138 @@ def _affine(builder, entry, desc, accumulate, channels, fan_in, weight_shape, in
     return L.apply_lut(pre, table, lut_bits)
 
 
+class _Generator:
+    """How :func:`random_qmodel` makes a layer of one kind (register one per kind in RANDOM).
+
+    ``keys``: the spec keys it takes besides "kind" and "name"; ``required``: those it needs;
+    ``spec``: the :class:`core.kinds.LayerKind`.
+    """
+
+    keys = frozenset()
+    required = ()
+    spec = None
+
+    def generate(self, builder, entry, desc, x, final, where):
+        """Fill ``desc`` (which has name, kind, in_shape, in_format) with the rest of the
+        record, adding arrays to ``builder``; return the layer's output on the calibration
+        batch ``x`` (int64, batch first)."""
+        raise NotImplementedError
+
+    def spatial(self, x, desc):
+        return x.reshape((x.shape[0],) + tuple(desc["in_shape"]))
+
+
+def _register(kind):
+    def decorate(cls):
+        cls.spec = KINDS[kind]
+        RANDOM.register(kind)(cls())
+        return cls
+    return decorate
+
+
+@_register("conv")
+class _Conv(_Generator):
+    keys = frozenset({"out_channels", "kernel", "padding", "connections"}) | _AFFINE_KEYS
+    required = ("out_channels", "kernel")
+
+    def generate(self, builder, entry, desc, x, final, where):
+        shape = tuple(desc["in_shape"])
+        k, p = entry["kernel"], entry.get("padding", 0)
+        out_channels = entry["out_channels"]
+        table = _connections(builder, entry.get("connections"), out_channels, shape[0], where)
+        mask = None
+        connected = shape[0]
+        if table is not None:
+            mask = np.broadcast_to(table[:, :, None, None] == 1, (out_channels, shape[0], k, k))
+            connected = int(table.sum(axis=1).max())
+        params = {"out_channels": out_channels, "kernel": k, "padding": p}
+        if min(self.spec.out_shape(params, shape)) < 1:
+            raise ValueError(f"random_qmodel: {where}: kernel {k} is larger than its input "
+                             f"{list(shape)} (padding {p})")
+        desc.update(self.spec.record(params, shape))
+        accumulate = partial(L.conv2d, L.pad2d(self.spatial(x, desc), p))
+        x = _affine(builder, entry, desc, accumulate, out_channels, connected * k * k,
+                    (out_channels, shape[0], k, k), mask, final)
+        if table is not None:
+            desc["arrays"]["connections"] = builder.add(f"{desc['name']}.connections", table)
+        return x
+
+
+@_register("pool")
+class _Pool(_Generator):
+    keys = frozenset({"mode", "size"})
+
+    def generate(self, builder, entry, desc, x, final, where):
+        params = {"mode": entry.get("mode", "max"), "size": entry.get("size", 2)}
+        desc.update(self.spec.record(params, desc["in_shape"]))
+        desc["out_format"] = dict(desc["in_format"])
+        pool = L.maxpool if params["mode"] == "max" else L.avgpool
+        return pool(self.spatial(x, desc), params["size"])
+
+
+@_register("subsample")
+class _Subsample(_Generator):
+    keys = frozenset({"size"}) | _AFFINE_KEYS
+
+    def generate(self, builder, entry, desc, x, final, where):
+        size = entry.get("size", 2)
+        desc.update(self.spec.record({"size": size}, desc["in_shape"]))
+        accumulate = partial(L.subsample, self.spatial(x, desc), size=size)
+        channels = desc["in_shape"][0]
+        return _affine(builder, entry, desc, accumulate, channels, size * size, (channels,),
+                       None, final, role="coef")
+
+
+@_register("gap")
+class _Gap(_Generator):
+    def generate(self, builder, entry, desc, x, final, where):
+        _, height, width = desc["in_shape"]
+        if height * width < 2:
+            raise ValueError(f"random_qmodel: {where}: global average pooling of a "
+                             f"{height}x{width} map does nothing; remove the layer")
+        desc.update(self.spec.record({}, desc["in_shape"]))
+        desc.update({"out_format": dict(desc["in_format"]), "final": False, "arrays": {}})
+        return L.global_avgpool(self.spatial(x, desc), desc["mul"], desc["shift"],
+                                desc["in_format"])[0]
+
+
+@_register("dense")
+class _Dense(_Generator):
+    keys = frozenset({"out_features", "final"}) | _AFFINE_KEYS
+    required = ("out_features",)
+
+    def generate(self, builder, entry, desc, x, final, where):
+        out = entry["out_features"]
+        desc.update(self.spec.record({"out_features": out}, desc["in_shape"]))
+        features = desc["in_features"]
+        accumulate = partial(L.dense, x.reshape(x.shape[0], features))
+        return _affine(builder, entry, desc, accumulate, out, features, (out, features), None,
+                       final)
+
+
+@_register("rbf")
+class _Rbf(_Generator):
+    keys = frozenset({"out_features", "final"})
+    required = ("out_features",)
+
+    def generate(self, builder, entry, desc, x, final, where):
+        out = entry["out_features"]
+        desc.update(self.spec.record({"out_features": out}, desc["in_shape"]))
+        features = desc["in_features"]
+        fmt = desc["in_format"]
+        lo, hi = L.format_range(fmt)
+        centers = builder.draw(lo, hi, (out, features))
+        desc.update({
+            "acc_bits": L.acc_bits_for(desc["kind"], None, fmt["bits"], features), "final": True,
+            "arrays": {"centers": builder.add(f"{desc['name']}.centers", centers)},
+        })
+        return L.rbf(x.reshape(x.shape[0], -1), centers)
+
+
+#: The keys each kind of spec entry accepts (besides "kind" and "name").
+SPEC_KEYS = {kind: set(RANDOM[kind].keys) for kind in RANDOM.kinds()}
+
+
 def random_qmodel(spec, seed, wbits=8, abits=8, *, height=8, width=None, channels=1, pad=0,
                   per_channel=True, weights="uniform", lut_bits=None, calibration=32,
                   preset="random"):
@@ -247,6 +378,8 @@ def random_qmodel(spec, seed, wbits=8, abits=8, *, height=8, width=None, channel
       connected to at least one input) or a 0/1 array ``[O, C]``;
     - ``{"kind": "pool", "mode": "max" | "avg", "size": 2}``;
     - ``{"kind": "subsample", "size": 2}`` (LeCun's coefficient + bias per map);
+    - ``{"kind": "gap"}`` (global average pooling; ``mul``/``shift`` from
+      ``core.kinds.gap_scale``);
     - ``{"kind": "dense", "out_features": F}`` (flattens a spatial input);
     - ``{"kind": "rbf", "out_features": K}`` (last layer only).
 
@@ -293,75 +426,16 @@ def random_qmodel(spec, seed, wbits=8, abits=8, *, height=8, width=None, channel
     for i, entry in enumerate(spec):
         kind = entry["kind"]
         name = entry.get("name", f"{kind}{i}")
-        final = i == len(spec) - 1
         desc = {"name": name, "kind": kind, "in_shape": list(shape), "in_format": dict(fmt)}
-        where = f"spec[{i}]"
-        if kind in ("conv", "subsample", "pool", "gap"):
-            x = x.reshape((calibration,) + shape)
-        if kind == "conv":
-            k, p = entry["kernel"], entry.get("padding", 0)
-            out_channels = entry["out_channels"]
-            table = _connections(builder, entry.get("connections"), out_channels, shape[0],
-                                 where)
-            mask = None
-            connected = shape[0]
-            if table is not None:
-                mask = np.broadcast_to(table[:, :, None, None] == 1,
-                                       (out_channels, shape[0], k, k))
-                connected = int(table.sum(axis=1).max())
-            shape = (out_channels, shape[1] + 2 * p - k + 1, shape[2] + 2 * p - k + 1)
-            if min(shape) < 1:
-                raise ValueError(f"random_qmodel: {where}: kernel {k} is larger than its "
-                                 f"input {desc['in_shape']} (padding {p})")
-            desc.update({"kernel": k, "padding": p, "out_shape": list(shape)})
-            accumulate = partial(L.conv2d, L.pad2d(x, p))
-            x = _affine(builder, entry, desc, accumulate, out_channels, connected * k * k,
-                        (out_channels, desc["in_shape"][0], k, k), fmt, mask, final)
-            if table is not None:
-                desc["arrays"]["connections"] = builder.add(f"{name}.connections", table)
-        elif kind == "subsample":
-            size = entry.get("size", 2)
-            shape = (shape[0], shape[1] // size, shape[2] // size)
-            desc.update({"size": size, "out_shape": list(shape)})
-            accumulate = partial(L.subsample, x, size=size)
-            x = _affine(builder, entry, desc, accumulate, shape[0], size * size, (shape[0],), fmt,
-                        None, final)
-        elif kind == "pool":
-            mode, size = entry.get("mode", "max"), entry.get("size", 2)
-            x = L.maxpool(x, size) if mode == "max" else L.avgpool(x, size)
-            shape = (shape[0], shape[1] // size, shape[2] // size)
-            desc.update({"mode": mode, "size": size, "out_shape": list(shape),
-                         "out_format": dict(fmt)})
-        elif kind == "gap":
-            mul, shift = gap_scale(shape[1] * shape[2])
-            x = L.global_avgpool(x, mul, shift, fmt)[0]
-            shape = (shape[0], 1, 1)
-            desc.update({"out_shape": list(shape), "mul": mul, "shift": shift, "final": False,
-                         "arrays": {}, "out_format": dict(fmt)})
-        elif kind == "dense":
-            features, out = int(np.prod(shape)), entry["out_features"]
-            accumulate = partial(L.dense, x.reshape(x.shape[0], features))
-            desc.update({"in_features": features, "out_features": out, "out_shape": [out, 1, 1]})
-            x = _affine(builder, entry, desc, accumulate, out, features, (out, features), fmt,
-                        None, final)
-            shape = (out, 1, 1)
-        else:
-            features, out = int(np.prod(shape)), entry["out_features"]
-            lo, hi = L.format_range(fmt)
-            centers = builder.draw(lo, hi, (out, features))
-            desc.update({
-                "in_features": features, "out_features": out, "out_shape": [out, 1, 1],
-                "acc_bits": L.acc_bits_for("rbf", None, fmt["bits"], features), "final": True,
-                "arrays": {"centers": builder.add(f"{name}.centers", centers)},
-            })
-            x = L.rbf(x.reshape(x.shape[0], -1), centers)
-            shape = (out, 1, 1)
+        x = RANDOM[kind].generate(builder, entry, desc, x, i == len(spec) - 1, f"spec[{i}]")
+        shape = record_shape(desc, shape)
+        desc.setdefault("out_shape", list(shape))
         meta["layers"].append(desc)
         fmt = desc.get("out_format")
     last = meta["layers"][-1]
-    meta["num_classes"] = last["out_features"]
-    meta["output"] = {"kind": "argmin" if last["kind"] == "rbf" else "argmax",
-                      "score_bits": last["acc_bits"], "score_signed": True}
+    meta["num_classes"] = shape[0]
+    meta["output"] = {"kind": OPS[last["kind"]].classify, "score_bits": last["acc_bits"],
+                      "score_signed": True}
     arrays = builder.arrays
     meta["arrays"] = {name: {"shape": list(a.shape), "sha256": array_sha256(a)}
                       for name, a in sorted(arrays.items())}

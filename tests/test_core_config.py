@@ -168,7 +168,7 @@ def test_layer_params_as_attributes():
     c1 = parse_config(BASE).layers[0]
     assert (c1.kernel, c1.padding, c1.fan_in) == (5, 0, 25)
     with pytest.raises(AttributeError, match="conv layer 'c1' has no 'size'"):
-        c1.size
+        _ = c1.size
 
 
 def test_device_sections():

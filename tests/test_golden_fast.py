@@ -12,7 +12,7 @@ import pytest
 from test_golden_model import SPECS, build, reference, rehash
 
 import golden
-from golden import blas
+from golden import blas, ops
 from golden import fast as F
 from golden import layers as L
 
@@ -147,13 +147,13 @@ class TestAgainstReference:
         model = check(meta, arrays, images)
         assert model.plan().paths["conv0"] == "float32"
         # The check above would catch it: pooling before this table gives other numbers.
-        original = F._Requant.__init__
+        original = F.Requant.__init__
 
         def monotone(self, *args):
             original(self, *args)
             self.monotone = True
 
-        monkeypatch.setattr(F._Requant, "__init__", monotone)
+        monkeypatch.setattr(F.Requant, "__init__", monotone)
         wrong = golden.IntegerModel(meta, arrays)
         assert wrong.plan().paths["conv0"] == "float32 (activation after max pooling)"
         taps, _ = reference(meta, arrays, images)
@@ -364,7 +364,7 @@ class TestLayout:
         (28, 6, 2, 14), (28, 6, 1, 14), (10, 16, 2, 10), (10, 16, 1, 5), (1, 120, 1, 1),
         (6, 4, 3, 6), (8, 200, 2, 2)])
     def test_block_width(self, width, out_channels, phase, block):
-        assert F._Conv._block(width, out_channels, phase) == block
+        assert ops.ConvStage._block(width, out_channels, phase) == block
 
 
 class TestBlas:

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from core.kinds import gap_scale
 from golden import layers as L
 
 S8 = {"bits": 8, "frac": 0, "signed": True}
@@ -299,6 +300,69 @@ class TestPools:
             L.maxpool(x, 4)
 
 
+def naive_gap(x, mul, shift, fmt):
+    """Per image and channel, in Python ints: the README's rule for global average pooling."""
+    lo, hi = L.format_range(fmt)
+    out, saturations = [], 0
+    for image in x.tolist():
+        row = []
+        for channel in image:
+            total = sum(sum(line) for line in channel)
+            value = (total * mul + (1 << (shift - 1))) >> shift
+            saturations += value < lo or value > hi
+            row.append([[min(max(value, lo), hi)]])
+        out.append(row)
+    return out, saturations
+
+
+class TestGlobalAvgpool:
+    @pytest.mark.parametrize("height, width", [(2, 2), (4, 4), (5, 5), (3, 5), (1, 7)])
+    @pytest.mark.parametrize("bits, signed", [(8, False), (8, True), (3, True)])
+    def test_against_naive(self, height, width, bits, signed):
+        fmt = {"bits": bits, "frac": 4, "signed": signed}
+        x = codes(rng(height * width + bits), bits, signed, (5, 3, height, width))
+        mul, shift = gap_scale(height * width)
+        q, saturations = L.global_avgpool(x, mul, shift, fmt)
+        assert q.dtype == np.int64 and q.shape == (5, 3, 1, 1)
+        assert (tolist(q), saturations) == naive_gap(x, mul, shift, fmt)
+
+    def test_power_of_two_is_the_exact_mean_rounded_half_up(self):
+        x = np.array([[[[-1, 0], [0, -1]], [[1, 0], [0, 1]], [[-3, -3], [0, 0]]]])
+        assert gap_scale(4) == (1, 2)
+        # -0.5 -> 0, 0.5 -> 1, -1.5 -> -1
+        assert tolist(L.global_avgpool(x, 1, 2, S8)[0]) == [[[[0]], [[1]], [[-1]]]]
+
+    def test_saturation_at_the_extremes(self):
+        # 3x5: mul / 2^shift = 34953 / 2^19 is above 1/15, so a full-scale map of 18-bit
+        # codes rounds past the range at both ends.
+        mul, shift = gap_scale(15)
+        assert (mul, shift) == (34953, 19) and mul * 15 > 1 << shift
+        fmt = {"bits": 18, "frac": 0, "signed": True}
+        lo, hi = L.format_range(fmt)
+        x = np.stack([np.full((3, 5), hi), np.full((3, 5), lo), np.zeros((3, 5), np.int64)])
+        q, saturations = L.global_avgpool(x[None], mul, shift, fmt)
+        assert tolist(q) == [[[[hi]], [[lo]], [[0]]]] and saturations == 2
+        assert naive_gap(x[None], mul, shift, fmt) == (tolist(q), 2)
+        # 16-bit signed codes stay in range: hi · 7 / 2^19 + 1/2 < 1.
+        fmt = {"bits": 16, "frac": 0, "signed": True}
+        lo, hi = L.format_range(fmt)
+        x = np.stack([np.full((3, 5), hi), np.full((3, 5), lo)])
+        q, saturations = L.global_avgpool(x[None], mul, shift, fmt)
+        assert tolist(q) == [[[[hi]], [[lo]]]] and saturations == 0
+
+    def test_errors(self):
+        x = np.zeros((1, 1, 2, 2), dtype=np.int64)
+        with pytest.raises(ValueError, match=r"^global_avgpool: shift must be at least 1, "
+                                             r"not 0$"):
+            L.global_avgpool(x, 1, 0, S8)
+        with pytest.raises(ValueError, match=r"^global_avgpool: mul must be at least 1, not 0$"):
+            L.global_avgpool(x, 0, 2, S8)
+        with pytest.raises(OverflowError, match=r"^global_avgpool: sums times mul can reach "
+                                                r"beyond 2\^62$"):
+            L.global_avgpool(np.full((1, 1, 2, 2), 1 << 50), 1 << 12, 2,
+                             {"bits": 62, "frac": 0, "signed": True})
+
+
 class TestSubsample:
     @pytest.mark.parametrize("size", [1, 2, 3])
     def test_against_naive(self, size):
@@ -406,7 +470,7 @@ class TestAccBitsFor:
 
     def test_errors(self):
         with pytest.raises(ValueError, match=r"^acc_bits_for: kind='pool' is not one of: conv, "
-                                             r"dense, subsample, rbf$"):
+                                             r"subsample, dense, rbf$"):
             L.acc_bits_for("pool", 8, 8, 4)
         with pytest.raises(ValueError, match=r"^acc_bits_for: rbf centers share the input "
                                              r"format, so w_bits must be None or in_bits=8, not "

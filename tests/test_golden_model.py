@@ -1,7 +1,6 @@
-"""golden/model.py and golden/random_model.py: verification, running, saving and loading."""
+"""golden/model.py: verification, running, saving and loading (and the shared test models)."""
 
 import json
-import math
 import os
 
 import numpy as np
@@ -44,6 +43,18 @@ SPECS = {
         {"kind": "conv", "out_channels": 5, "kernel": 1, "activation": "none"},
         {"kind": "dense", "out_features": 3},
     ]),
+    "gap": dict(height=9, width=11, spec=[
+        {"kind": "conv", "out_channels": 3, "kernel": 3, "activation": "none"},
+        {"kind": "gap"},
+        {"kind": "dense", "out_features": 4, "activation": "tanh"},
+        {"kind": "dense", "out_features": 3},
+    ]),
+    "gap_pow2": dict(height=10, spec=[
+        {"kind": "conv", "out_channels": 4, "kernel": 3},
+        {"kind": "pool", "mode": "max", "size": 2},
+        {"kind": "gap"},
+        {"kind": "dense", "out_features": 3},
+    ]),
     "left_shifts": dict(wbits=4, abits=6, spec=[
         {"kind": "conv", "out_channels": 3, "kernel": 3, "weight_frac": 0, "out_frac": 12,
          "out_bits": 16},
@@ -78,6 +89,9 @@ def reference(meta, arrays, images):
         if d["kind"] == "pool":
             pool = L.maxpool if d["mode"] == "max" else L.avgpool
             x = pool(x.reshape(n, *d["in_shape"]), d["size"])
+        elif d["kind"] == "gap":
+            x, saturations[d["name"]] = L.global_avgpool(x.reshape(n, *d["in_shape"]), d["mul"],
+                                                         d["shift"], d["in_format"])
         elif d["kind"] == "rbf":
             x = L.rbf(x.reshape(n, -1), arrays[d["arrays"]["centers"]])
         else:
@@ -492,63 +506,3 @@ class TestVerification:
         meta["layers"][0]["arrays"]["lut"] = "conv0.weight"
         self.refused(meta, arrays, "layers[0] 'conv0': arrays.lut is given but activation is "
                                    "'relu'")
-
-
-class TestRandomQModel:
-    def test_reproducible(self):
-        a, _ = build("lecun1998", seed=3)
-        b, _ = build("lecun1998", seed=3)
-        c, _ = build("lecun1998", seed=4)
-        assert a == b and a["arrays"] != c["arrays"]
-
-    def test_weights_span_extremes(self):
-        meta, arrays = build("lecun1998")
-        for d in meta["layers"]:
-            if "weight" in d.get("arrays", {}):
-                lo, hi = L.format_range(d["weight_format"])
-                weight = arrays[d["arrays"]["weight"]]
-                assert weight.min() == lo and weight.max() == hi, d["name"]
-        meta, arrays = build("relu_max", weights="extreme")
-        assert set(np.unique(arrays["conv0.weight"])) == {-128, 127}
-        limit = 1 << (meta["layers"][0]["acc_bits"] - 2)
-        assert set(np.abs(arrays["conv0.bias"] + 0.5)) == {limit - 0.5}
-
-    def test_covers_shifts_and_luts(self):
-        meta, _ = build("left_shifts")
-        shifts = [f - d["out_format"]["frac"] for d in meta["layers"][:2] for f in d["acc_frac"]]
-        assert max(shifts) < 0
-        assert meta["layers"][2]["activation"] == {"kind": "lut", "function": "sigmoid",
-                                                   "in_bits": 5, "in_frac": 30}
-        meta, _ = build("lecun1998")
-        fracs = meta["layers"][0]["weight_format"]["frac"]
-        assert isinstance(fracs, list) and len(fracs) == 4
-        assert "connections" in meta["layers"][2]["arrays"]
-
-    def test_spec_errors(self):
-        conv = {"kind": "conv", "out_channels": 2, "kernel": 3}
-        dense = {"kind": "dense", "out_features": 3}
-        cases = [
-            ([], r"spec must be a non-empty list of layer dicts, not \[\]"),
-            ([{"kind": "lstm"}], r"spec\[0\].kind='lstm' is not one of: conv, pool, subsample, "
-                                 r"dense, rbf"),
-            ([dict(conv, stride=2), dense], r"spec\[0\] has an unknown key 'stride'; a conv "
-                                            r"layer takes: activation, connections, kernel, "),
-            ([{"kind": "conv", "kernel": 3}, dense], r"spec\[0\] \(conv\) needs 'out_channels'"),
-            ([conv], r"spec\[0\] is a conv layer; the last layer must be dense or rbf"),
-            ([{"kind": "rbf", "out_features": 2}, dense], r"spec\[0\]: an rbf layer must be "
-                                                          r"the last"),
-            ([conv, dict(dense, activation="relu")], r"spec\[1\]: the final layer gives raw "
-                                                     r"scores; drop its activation"),
-        ]
-        for spec, message in cases:
-            with pytest.raises(ValueError, match=r"^random_qmodel: " + message):
-                golden.random_qmodel(spec, 0)
-        with pytest.raises(ValueError, match=r"^random_qmodel: weights='big' is not one of: "
-                                             r"uniform, extreme, min, max$"):
-            golden.random_qmodel([dense], 0, weights="big")
-
-    def test_meta_is_json(self, tmp_path):
-        for name in SPECS:
-            meta, arrays = build(name)
-            assert json.loads(json.dumps(meta)) == meta
-            assert math.prod(arrays[next(iter(arrays))].shape) > 0

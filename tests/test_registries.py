@@ -10,7 +10,8 @@ import sim  # noqa: F401
 from core.kinds import KINDS, exported_kinds
 from core.registry import REGISTRIES
 
-EXPECTED = {"golden op", "hardware stage", "torch module", "qmodel exporter"}
+EXPECTED = {"golden op", "golden random layer", "hardware stage", "torch module",
+            "qmodel exporter"}
 
 
 def test_the_subsystems_have_registries():
