@@ -114,7 +114,17 @@ class Config:
     @property
     def weights_sha256(self):
         """Hash of what determines the trained weights: [model], [[layers]] and [train]."""
-        key = {k: self.raw.get(k) for k in ("model", "layers", "train")}
+        return self.sections_sha256("model", "layers", "train")
+
+    def sections_sha256(self, *sections):
+        """Return the SHA-256 of the named top-level sections of the TOML (``model``,
+        ``layers``, ``train``, ``quant``, ``hardware``) as canonical JSON: what an artifact
+        made from those sections records, so edits elsewhere in the file do not touch it."""
+        for name in sections:
+            if name not in TOP_KEYS:
+                raise ValueError(f"unknown config section {name!r}; sections: "
+                                 f"{', '.join(sorted(TOP_KEYS))}")
+        key = {k: self.raw.get(k) for k in sections}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     @property
