@@ -11,7 +11,7 @@ the lint waivers, and prints the cycle model.
 
 - ``minimal``: one multiplier per MAC layer (pe = simd = 1);
 - ``target``: the cheapest folding (fewest multipliers) with at most ``target_cycles`` cycles
-  per image (:func:`hw.cycles.derive_folding`);
+  per image (:func:`hw.folding.derive_folding`);
 - ``explicit``: ``[hardware.layers.<name>]`` tables give ``pe`` and ``simd`` per MAC layer
   (missing entries are 1).
 """

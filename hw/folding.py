@@ -14,19 +14,15 @@ from core.config import ConfigError
 from core.errors import UserError
 
 from .mac import simd_error, simd_options
-from .plan import (
-    MAC_KINDS,
-    _label,
-    connections_of,
-    layer_shapes,
-    mac_cycles,
-    mac_geometry,
-    mac_layers,
-)
+from .plan import connections_of, mac_cycles, mac_layers, plan
 
-__all__ = ["check_folding", "check_load", "derive_folding", "assign_multipliers",
-           "hardware_section", "folding_from_config", "load_from_config", "parse_folding",
-           "resolve_folding"]
+__all__ = ["check_folding", "check_load", "derive_folding", "fastest_folding",
+           "assign_multipliers", "hardware_section", "folding_from_config", "load_from_config",
+           "parse_folding", "resolve_folding", "FULL_TARGET_CYCLES"]
+
+#: The default target of :func:`fastest_folding`: fast enough for 10,000 images on Verilator
+#: in a few minutes (``python -m sim.run --full``), small enough to build quickly.
+FULL_TARGET_CYCLES = 4096
 
 
 def hardware_section(config, device=None):
@@ -43,7 +39,7 @@ def folding_from_config(config, meta, arrays=None, *, device=None, dsps=None):
 
     With ``device``, a ``[hardware.devices.<device>]`` table replaces ``[hardware]``. A folding
     derived from ``target_cycles`` puts the layers that do not fit ``dsps`` DSP blocks on LUT
-    multipliers (:func:`hw.cycles.assign_multipliers`).
+    multipliers (:func:`assign_multipliers`).
     """
     hardware, key = hardware_section(config, device)
     mode = hardware["folding"]
@@ -59,8 +55,8 @@ def folding_from_config(config, meta, arrays=None, *, device=None, dsps=None):
     else:
         per_layer = hardware["layers"]
         folding = []
-        for _, d in mac_layers(meta):
-            entry = per_layer.get(d["name"], {})
+        for layer in mac_layers(meta):
+            entry = per_layer.get(layer.name, {})
             folding.append({"pe": entry.get("pe", 1), "simd": entry.get("simd", 1),
                             **({"mul": entry["mul"]} if "mul" in entry else {})})
     try:
@@ -128,13 +124,12 @@ def check_folding(meta, folding):
     if not isinstance(folding, (list, tuple)):
         raise TypeError(f"folding must be a list of {{'pe': .., 'simd': ..}}, not {folding!r}")
     if len(folding) != len(macs):
-        names = ", ".join(layer["name"] for _, layer in macs)
+        names = ", ".join(layer.name for layer in macs)
         raise ValueError(f"folding has {len(folding)} entries but the model has {len(macs)} "
                          f"MAC layers ({names}); give one {{'pe', 'simd'}} per MAC layer")
-    shapes = layer_shapes(meta)
     result = []
-    for (index, layer), entry in zip(macs, folding, strict=True):
-        label = _label(index, layer)
+    for layer, entry in zip(macs, folding, strict=True):
+        label = layer.label
         if not isinstance(entry, dict) or set(entry) - {"pe", "simd", "mul"}:
             raise ValueError(f"{label}: folding entry {entry!r} must be a dict with keys "
                              f"'pe' and 'simd' (and optionally 'mul')")
@@ -146,12 +141,11 @@ def check_folding(meta, folding):
         for key, value in (("pe", pe), ("simd", simd)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{label}: {key}={value!r} must be a positive integer")
-        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
+        in_shape, (kh, kw), out_channels, dense = layer.geometry
         channels = in_shape[0]
         if out_channels % pe:
             raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
-        kh, kw = kernel
-        message = simd_error(label, channels, kh, kw, simd, dense=layer["kind"] != "conv")
+        message = simd_error(label, channels, kh, kw, simd, dense=dense)
         if message:
             raise ValueError(message)
         result.append({"pe": pe, "simd": simd, **({"mul": "lut"} if mul == "lut" else {})})
@@ -161,7 +155,7 @@ def check_folding(meta, folding):
 def check_load(meta, load):
     """Validate ``load`` (names of MAC layers whose weights are loaded); return a tuple."""
     load = tuple(load or ())
-    names = [layer["name"] for _, layer in mac_layers(meta)]
+    names = [layer.name for layer in mac_layers(meta)]
     for name in load:
         if name not in names:
             raise ValueError(f"load: {name!r} is not a MAC layer; weights can be loaded into "
@@ -186,12 +180,9 @@ def derive_folding(meta, target_cycles, arrays=None):
             or target_cycles < 1:
         raise TypeError(f"target_cycles must be a positive integer, not {target_cycles!r}")
     folding = []
-    shapes = layer_shapes(meta)
-    for index, layer in enumerate(meta["layers"]):
-        if layer["kind"] not in MAC_KINDS:
-            continue
-        in_shape, kernel, out_channels = mac_geometry(layer, shapes[index])
-        table = connections_of(layer, arrays)
+    for layer in mac_layers(meta):
+        in_shape, kernel, out_channels, _ = layer.geometry
+        table = connections_of(layer.record, arrays)
         options = simd_options(in_shape[0], *kernel)
         best = None
         for pe in _divisors(out_channels):
@@ -205,17 +196,29 @@ def derive_folding(meta, target_cycles, arrays=None):
         if best is None:
             fastest = mac_cycles(in_shape, kernel, out_channels, out_channels, max(options),
                                  table)
-            raise ValueError(f"layers[{index}] {layer['name']!r}: no folding reaches "
-                             f"{target_cycles} cycles per image; fully parallel it needs "
-                             f"{fastest}; raise the target")
+            raise ValueError(f"{layer.label}: no folding reaches {target_cycles} cycles per "
+                             f"image; fully parallel it needs {fastest}; raise the target")
         folding.append(best[1])
-    from .cycles import stage_table  # TODO(hw): planned stages know their cycles
-    for st in stage_table(meta, folding, arrays):
-        if st["cycles"] > target_cycles:
-            raise ValueError(f"stage {st['name']!r} ({st['kind']}) needs {st['cycles']} cycles "
+    for stage in plan(meta, folding, arrays):
+        if stage.cycles > target_cycles:
+            raise ValueError(f"stage {stage.name!r} ({stage.kind}) needs {stage.cycles} cycles "
                              f"per image whatever the folding; raise the target to at least "
-                             f"{st['cycles']}")
+                             f"{stage.cycles}")
     return folding
+
+
+def fastest_folding(meta, arrays=None, target=FULL_TARGET_CYCLES):
+    """Return the cheapest folding meeting ``target`` cycles per image, else (when no folding
+    reaches it) the cheapest folding as fast as one whose MAC layers take all their output
+    channels and a whole input position per cycle."""
+    try:
+        return derive_folding(meta, target, arrays)
+    except ValueError:
+        pass
+    full = [{"pe": layer.geometry.out_channels, "simd": layer.geometry.in_shape[0]}
+            for layer in mac_layers(meta)]
+    return derive_folding(meta, max(stage.cycles for stage in plan(meta, full, arrays)),
+                          arrays)
 
 
 def assign_multipliers(folding, dsps):

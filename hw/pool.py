@@ -1,13 +1,15 @@
 """The pool stage: max, average and LeCun's trainable subsampling on a position stream."""
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .arith import counter_shape, format_shape, rom_depth, select
+from .requant import Requantizer, requant_latency
+from .skid import SkidBuffer
 
 __all__ = ["PoolStage", "pool_latency", "pool_resources"]
 
@@ -135,20 +137,19 @@ class PoolStage(wiring.Component):
         out_w = width // size
         in_code = format_shape(self._in_format)
         part_shape = self._part_shape()
-        blk_bits = ceil_log2(blocks)
-
-        def addr(blk, column):
-            return Cat(blk[:blk_bits], column)
+        m.submodules.skid = skid = SkidBuffer(shape=self.o.payload.shape())
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
+        adv = skid.i.ready                      # every register advances together
 
         # Partial results of the window columns of the current window row, one word per
         # (column, channel block): read one beat ahead, transparent for the beat just written.
+        address = data.StructLayout({"block": ceil_log2(blocks), "col": ceil_log2(out_w)})
         m.submodules.partial = partial = Memory(
             shape=data.ArrayLayout(part_shape, lanes),
-            depth=rom_depth(out_w << blk_bits), init=[])
+            depth=rom_depth(out_w << ceil_log2(blocks)), init=[])
         wr = partial.write_port()
         rd = partial.read_port(transparent_for=(wr,))
 
-        adv = Signal()
         accept = Signal()
         m.d.comb += [self.i.ready.eq(adv), accept.eq(self.i.valid & adv)]
         blk = Signal(counter_shape(blocks))
@@ -157,12 +158,10 @@ class PoolStage(wiring.Component):
         row_in = Signal(counter_shape(size))
         out_col = Signal(counter_shape(out_w))
         next_col = Signal(counter_shape(out_w))
-        first = Signal()
-        done = Signal()
-        col_end = Signal()
-        blk_end = Signal()
+        first, done, col_end, blk_end = Signal(), Signal(), Signal(), Signal()
         next_blk = Signal(counter_shape(blocks))
         next_out_col = Signal(counter_shape(out_w))
+        rd_at, wr_at = Signal(address), Signal(address)
         m.d.comb += [
             first.eq((row_in == 0) & (col_in == 0)),
             done.eq((row_in == size - 1) & (col_in == size - 1)),
@@ -171,28 +170,27 @@ class PoolStage(wiring.Component):
             next_col.eq(Mux(out_col == out_w - 1, 0, out_col + 1)),
             next_blk.eq(Mux(blk_end, 0, blk + 1)),
             next_out_col.eq(Mux(blk_end & col_end, next_col, out_col)),
-            rd.addr.eq(Mux(accept, addr(next_blk, next_out_col), addr(blk, out_col))),
-            rd.en.eq(1),
-            wr.addr.eq(addr(blk, out_col)),
+            rd_at.block.eq(Mux(accept, next_blk, blk)),
+            rd_at.col.eq(Mux(accept, next_out_col, out_col)),
+            wr_at.block.eq(blk), wr_at.col.eq(out_col),
+            rd.addr.eq(rd_at), rd.en.eq(1), wr.addr.eq(wr_at),
         ]
-        new = [Signal(part_shape, name=f"new{c}") for c in range(lanes)]
+        new = Signal(data.ArrayLayout(part_shape, lanes))
         for c in range(lanes):
-            x = self.i.payload[c]
-            prev = rd.data[c]
+            x, prev = self.i.payload[c], rd.data[c]
             if self._mode == "max":
                 m.d.comb += new[c].eq(Mux(first, x, Mux(x > prev, x, prev)))
             else:
                 m.d.comb += new[c].eq(Mux(first, x, prev + x))
-        m.d.comb += [wr.data[c].eq(new[c]) for c in range(lanes)]
-        m.d.comb += wr.en.eq(accept & ~done)
+        m.d.comb += [wr.data.eq(new), wr.en.eq(accept & ~done)]
 
         p1_valid = Signal()
         p1_blk = Signal(counter_shape(blocks))
-        p1 = [Signal(part_shape, name=f"p1_{c}") for c in range(lanes)]
+        p1 = Signal.like(new, name="p1")
         with m.If(adv):
             m.d.sync += p1_valid.eq(accept & done)
             with m.If(accept & done):
-                m.d.sync += [p1[c].eq(new[c]) for c in range(lanes)] + [p1_blk.eq(blk)]
+                m.d.sync += [p1.eq(new), p1_blk.eq(blk)]
         with m.If(accept):
             m.d.sync += blk.eq(next_blk)
             with m.If(blk_end):
@@ -207,66 +205,42 @@ class PoolStage(wiring.Component):
                         m.d.sync += col_in.eq(col_in + 1)
 
         # Post-processing of a finished window, one pipeline register per step.
-        res_valid = p1_valid
         if self._mode == "max":
-            outs = p1
+            valid, outs = p1_valid, [p1[c] for c in range(lanes)]
         elif self._mode == "avg":
-            outs = []
             shift = 2 * (size.bit_length() - 1)
-            for c in range(lanes):
-                v = p1[c] if shift == 0 else (p1[c] + (1 << (shift - 1))) >> shift
-                outs.append(v[:in_code.width])
+            valid = p1_valid
+            outs = [(p1[c] if shift == 0 else (p1[c] + (1 << (shift - 1))) >> shift)
+                    [:in_code.width] for c in range(lanes)]
         else:
-            act = self._activation
-            acc_shape = signed(self._acc_bits)
-            accs = [Signal(acc_shape, name=f"acc{c}") for c in range(lanes)]
-            p2_valid = Signal()
-            p2_blk = Signal(counter_shape(blocks))
-            coef_shape = format_shape(self._coef_format)
-            with m.If(adv):
-                m.d.sync += [p2_valid.eq(p1_valid), p2_blk.eq(p1_blk)]
-                for c in range(lanes):
-                    chans = [b * lanes + c for b in range(blocks)]
-                    if blocks == 1:
-                        coef, bias = self._coef[c], self._bias[c]
-                    else:
-                        coef = select(m, p1_blk, [self._coef[k] for k in chans], coef_shape,
-                                      f"coef{c}")
-                        bias = select(m, p1_blk, [self._bias[k] for k in chans], acc_shape,
-                                      f"bias{c}")
-                    m.d.sync += accs[c].eq(p1[c] * coef + bias)
-            pre = [act.requantize(m, accs[c], [act.shifts[b * lanes + c] for b in range(blocks)],
-                                  p2_blk) for c in range(lanes)]
-            res_valid = p2_valid
-            outs = pre
-            if act.table is not None:
-                lut = act.lut_memory()
-                m.submodules.lut = lut
-                pre_regs = [Signal.like(v, name=f"pre{c}") for c, v in enumerate(pre)]
-                p3_valid, p4_valid = Signal(), Signal()
-                with m.If(adv):
-                    m.d.sync += [p3_valid.eq(p2_valid), p4_valid.eq(p3_valid)]
-                    m.d.sync += [reg.eq(v) for reg, v in zip(pre_regs, pre, strict=True)]
-                outs = [act.lookup(m, reg, lut, adv) for reg in pre_regs]
-                res_valid = p4_valid
-
-        # Output register with a skid buffer: the input's ready is a register.
-        skid_valid = Signal()
-        skid = [Signal.like(self.o.payload[c], name=f"skid{c}") for c in range(lanes)]
-        m.d.comb += adv.eq(~skid_valid)
-        with m.If(~self.o.valid | self.o.ready):
-            with m.If(skid_valid):
-                m.d.sync += [self.o.valid.eq(1), skid_valid.eq(0)]
-                m.d.sync += [self.o.payload[c].eq(skid[c]) for c in range(lanes)]
-            with m.Elif(res_valid):
-                m.d.sync += self.o.valid.eq(1)
-                m.d.sync += [self.o.payload[c].eq(outs[c]) for c in range(lanes)]
-            with m.Else():
-                m.d.sync += self.o.valid.eq(0)
-        with m.Elif(adv & res_valid):
-            m.d.sync += skid_valid.eq(1)
-            m.d.sync += [skid[c].eq(outs[c]) for c in range(lanes)]
+            valid, outs = self._subsample(m, adv, p1_valid, p1_blk, p1)
+        m.d.comb += skid.i.valid.eq(valid)
+        m.d.comb += [skid.i.payload[c].eq(outs[c]) for c in range(lanes)]
         return m
+
+    def _subsample(self, m, adv, p1_valid, p1_blk, p1):
+        """Scale a finished window by its coefficient, add the bias (a register), requantize."""
+        lanes = self._lanes
+        blocks = self._in_shape[0] // lanes
+        act = self._activation
+        acc_shape = signed(self._acc_bits)
+        coef_shape = format_shape(self._coef_format)
+        m.submodules.requant = requant = Requantizer(activation=act, acc_shape=acc_shape,
+                                                     lanes=lanes, blocks=blocks)
+        m.d.comb += requant.en.eq(adv)
+        with m.If(adv):
+            m.d.sync += [requant.i.valid.eq(p1_valid), requant.i.sel.eq(p1_blk)]
+            for c in range(lanes):
+                chans = [b * lanes + c for b in range(blocks)]
+                if blocks == 1:
+                    coef, bias = self._coef[c], self._bias[c]
+                else:
+                    coef = select(m, p1_blk, [self._coef[k] for k in chans], coef_shape,
+                                  f"coef{c}")
+                    bias = select(m, p1_blk, [self._bias[k] for k in chans], acc_shape,
+                                  f"bias{c}")
+                m.d.sync += requant.i.acc[c].eq(p1[c] * coef + bias)
+        return requant.o.valid, [requant.o.code[c] for c in range(lanes)]
 
 
 def pool_resources(mode, channels, width, size, lanes, part_bits, lut_bits):
@@ -277,8 +251,18 @@ def pool_resources(mode, channels, width, size, lanes, part_bits, lut_bits):
             "memory_bits": {"partial": depth * lanes * part_bits, "lut": lut_bits}}
 
 
+#: Registers of a :class:`PoolStage` from a window's last beat to its result: the finished
+#: window (``p1``); with ``"subsample"`` also the scaled window plus bias.
+WINDOW_REGISTERS = 1
+SCALE_REGISTERS = 1
+
+
 def pool_latency(mode, lut):
-    """Cycles from a window's last beat being accepted to its :class:`PoolStage` output."""
-    if mode != "subsample":
-        return 2
-    return 5 if lut else 3
+    """Cycles from a window's last beat being accepted to its :class:`PoolStage` output.
+
+    The sum of the registers on the way: :data:`WINDOW_REGISTERS`, for ``"subsample"``
+    :data:`SCALE_REGISTERS` and the :class:`~hw.requant.Requantizer`'s (with a table or not),
+    and the output :class:`~hw.skid.SkidBuffer`.
+    """
+    scale = SCALE_REGISTERS + requant_latency(lut) if mode == "subsample" else 0
+    return WINDOW_REGISTERS + scale + SkidBuffer.latency

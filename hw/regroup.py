@@ -2,7 +2,7 @@
 
 import math
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -54,6 +54,7 @@ class Regroup(wiring.Component):
         if n_in % n_out and n_out % n_in:
             raise ValueError(f"n_in={n_in} and n_out={n_out}: one must divide the other")
         self._n_in, self._n_out = n_in, n_out
+        self._shape = shape
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(shape, n_in))),
             "o": Out(stream.Signature(data.ArrayLayout(shape, n_out))),
@@ -69,9 +70,10 @@ class Regroup(wiring.Component):
         accept = self.i.valid & self.i.ready
         if n_out >= n_in:
             k = n_out // n_in
+            chunks = data.ArrayLayout(data.ArrayLayout(self._shape, n_in), k)
+            whole = data.View(chunks, self.o.payload.as_value())
             idx = Signal(counter_shape(k))
-            width = self.i.payload.as_value().shape().width
-            kept = Signal(width * (k - 1)) if k > 1 else None
+            kept = Signal(data.ArrayLayout(chunks.elem_shape, k - 1)) if k > 1 else None
             last = Signal()
             m.d.comb += [last.eq(idx == k - 1),
                          self.i.ready.eq(~last | ~self.o.valid | self.o.ready)]
@@ -79,21 +81,19 @@ class Regroup(wiring.Component):
                 m.d.sync += self.o.valid.eq(0)
             with m.If(accept):
                 with m.If(last):
-                    whole = self.i.payload.as_value() if k == 1 else Cat(kept,
-                                                                         self.i.payload)
-                    m.d.sync += [self.o.payload.eq(whole), self.o.valid.eq(1), idx.eq(0)]
+                    m.d.sync += [whole[j].eq(kept[j]) for j in range(k - 1)]
+                    m.d.sync += [whole[k - 1].eq(self.i.payload), self.o.valid.eq(1),
+                                 idx.eq(0)]
                 if k > 1:
                     with m.Else():
-                        m.d.sync += [kept.word_select(idx, width).eq(self.i.payload),
-                                     idx.eq(idx + 1)]
+                        m.d.sync += [kept[idx].eq(self.i.payload), idx.eq(idx + 1)]
         else:
             k = n_in // n_out
             idx = Signal(counter_shape(k))
-            held = Signal.like(self.i.payload)
-            width = self.o.payload.as_value().shape().width
+            held = Signal(data.ArrayLayout(data.ArrayLayout(self._shape, n_out), k))
             last = Signal()
             m.d.comb += [last.eq(idx == k - 1),
-                         self.o.payload.eq(held.as_value().word_select(idx, width)),
+                         self.o.payload.eq(held[idx]),
                          self.i.ready.eq(~self.o.valid | (self.o.ready & last))]
             with m.If(take_out):
                 m.d.sync += idx.eq(idx + 1)

@@ -6,9 +6,10 @@ Testbenches pack and unpack payloads with the layouts the hardware uses (``ctx.s
 
 import random
 
+from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-__all__ = ["run_stream", "to_python"]
+__all__ = ["run_stream", "run_cycles", "to_python"]
 
 
 def to_python(value):
@@ -72,6 +73,34 @@ def run_stream(dut, beats, n_out, *, seed=0, gap=0.0, stall=0.0, max_cycles=None
     else:
         sim.run()
     return outputs, times
+
+
+def run_cycles(dut, inputs, probe):
+    """Simulate ``dut`` cycle by cycle; return what ``probe`` sees in each cycle.
+
+    ``inputs[c]`` lists ``(signal, value)`` pairs: ports of ``dut`` and the values they take
+    from cycle ``c`` on (a signal keeps its last value); ``probe(ctx)`` is called in each cycle
+    once those are set and the combinational logic has settled, before the clock edge. A value
+    on an input reaches an output through ``L`` registers ``L`` entries later in the list.
+    """
+    seen = []
+    top = Module()                      # a sync domain even for a combinational ``dut``
+    top.submodules.dut = dut
+    toggle = Signal()
+    top.d.sync += toggle.eq(~toggle)
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+
+    async def bench(ctx):
+        for values in inputs:
+            for signal, value in values:
+                ctx.set(signal, value)
+            seen.append(probe(ctx))
+            await ctx.tick()
+
+    sim.add_testbench(bench)
+    sim.run()
+    return seen
 
 
 def discard_unused():

@@ -12,7 +12,8 @@ __all__ = ["LeNetAccelerator", "LeNetAxiStream"]
 
 
 class LeNetAccelerator(wiring.Component):
-    """Streaming, pipelined accelerator of an integer model: one stage per layer.
+    """Streaming, pipelined accelerator of an integer model: the components of its planned
+    stages (:func:`hw.plan.plan`: one per layer, plus padders, regroups and the classifier).
 
     Parameters
     ----------
@@ -21,7 +22,8 @@ class LeNetAccelerator(wiring.Component):
     arrays : dict of str to ndarray
         The int64 arrays of ``qmodel.npz``.
     folding : list of ``{"pe": int, "simd": int}`` or None
-        One entry per MAC layer (conv, dense, rbf) in order; ``None``: all 1.
+        One entry per MAC layer (kinds on the MAC array, ``core.kinds.mac_kinds()``) in
+        order; ``None``: all 1.
 
     Members
     -------
@@ -43,7 +45,8 @@ class LeNetAccelerator(wiring.Component):
     def __init__(self, qmodel_meta, arrays, folding=None, *, load=()):
         self._folding = check_folding(qmodel_meta, folding)
         self._load = check_load(qmodel_meta, load)
-        self._stages = plan(qmodel_meta, arrays, self._folding, self._load)
+        self._plan = plan(qmodel_meta, self._folding, arrays, load=self._load)
+        self._stages = [stage.build() for stage in self._plan]
         self._loaders = [st for st in self._stages if getattr(st, "weight_load", False)]
         inp = qmodel_meta["input"]
         in_layout = data.ArrayLayout(format_shape(inp["format"]), inp.get("channels", 1))
@@ -76,6 +79,11 @@ class LeNetAccelerator(wiring.Component):
     def stages(self):
         """The stage components, input to output."""
         return tuple(self._stages)
+
+    @property
+    def plan(self):
+        """The planned stages (:class:`hw.plan.PlannedStage`) the components were built from."""
+        return tuple(self._plan)
 
     def elaborate(self, platform):
         m = Module()

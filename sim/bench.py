@@ -16,12 +16,18 @@ import sys
 import time
 from pathlib import Path
 
+import golden
+from core.config import load_config
 from core.errors import UserError, cli
 from core.paths import BUILD_DIR, ROOT, build_dir
 from hw.folding import parse_folding
+from hw.top import LeNetAccelerator
+from quant.data import load_dataset
 
 from .flow import ensure_qmodel, ensure_rtl
+from .runner import simulate
 from .tools import SIMULATORS, simulator_available
+from .vectors import run_testbench, write_testbench
 
 __all__ = ["main"]
 
@@ -30,7 +36,6 @@ IMAGES = {"icarus": {"cocotb": 2, "verilog": 3}, "verilator": {"cocotb": 20, "ve
 
 
 def _measure_cocotb(sim, paths, qmodel_dir, images, folding, out):
-    from .runner import simulate
     r = simulate(sim=sim, rtl=paths["top"], qmodel_dir=qmodel_dir, images=images,
                  out_dir=out, folding=folding, quiet=True)
     if not r["passed"]:
@@ -44,7 +49,6 @@ def _measure_cocotb(sim, paths, qmodel_dir, images, folding, out):
 
 
 def _measure_verilog(sim, rtl_dir, top, images, expected, cycles_model, out):
-    from .vectors import run_testbench, write_testbench
     write_testbench(out, top, images, expected["classes"], expected["scores"],
                     cycles_per_image=cycles_model["cycles_per_image"],
                     latency_cycles=cycles_model["latency_cycles"])
@@ -93,13 +97,9 @@ def main(argv=None):
     p.add_argument("--sims", default=",".join(SIMULATORS))
     p.add_argument("--out", default=str(BUILD_DIR / "bench"))
     args = p.parse_args(argv)
-    from core.config import load_config
     config = load_config(args.config)
     qdir = build_dir(config)
     ensure_qmodel(config.path, qdir)
-    import golden
-    from hw.top import LeNetAccelerator
-    from quant.data import load_dataset
     model = golden.load(qdir)
     folding = parse_folding(args.folding, model.meta, dict(model.arrays))
     out = Path(args.out)

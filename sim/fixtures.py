@@ -2,7 +2,10 @@
 
 from pathlib import Path
 
+import golden
 from core.paths import CONFIG_DIR, build_dir
+from hw.folding import derive_folding
+from quant.data import load_dataset
 
 from .flow import ensure_qmodel, ensure_rtl
 
@@ -15,14 +18,12 @@ TEST_TARGET_CYCLES = 4096
 
 def lenet5_qmodel():
     """Return ``golden.IntegerModel`` of the default preset (checkpoint/quantize if needed)."""
-    import golden
     ensure_qmodel(CONFIG_DIR / "lenet5.toml", QMODEL_DIR)
     return golden.load(QMODEL_DIR)
 
 
 def fast_rtl(tag="fast", arrays=None, target=TEST_TARGET_CYCLES):
     """Generate (or reuse) the lenet5 RTL with a fast folding under build/lenet5/sim-tests/."""
-    from hw.folding import derive_folding
     model = lenet5_qmodel()
     folding = derive_folding(model.meta, target, dict(model.arrays))
     rtl_dir = QMODEL_DIR / "sim-tests" / tag / "rtl"
@@ -32,6 +33,5 @@ def fast_rtl(tag="fast", arrays=None, target=TEST_TARGET_CYCLES):
 
 def mnist_images(n, first=0):
     """Return ``(images, labels)`` of MNIST test images ``first..first+n``."""
-    from quant.data import load_dataset
     test = load_dataset("mnist").test
     return test.images[first:first + n], test.labels[first:first + n]

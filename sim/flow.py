@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import golden
 from core.errors import UserError
 from core.paths import ROOT
+from hw.folding import check_folding
+from hw.verilog import generate
 
 __all__ = ["ensure_qmodel", "ensure_rtl"]
 
@@ -57,9 +60,6 @@ def ensure_rtl(qmodel_dir, folding, rtl_dir, *, name="lenet_accel", arrays=None)
     Up to date means: same ``qmodel.json`` bytes, folding, ``hw/`` sources and module name.
     ``arrays`` (default: the model's) lets a test build hardware from altered weights.
     """
-    import golden
-    from hw.folding import check_folding
-    from hw.verilog import generate
     model = golden.load(qmodel_dir)
     try:
         folding = check_folding(model.meta, folding)

@@ -22,36 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+import golden
+from core.config import load_config
 from core.errors import UserError, cli
 from core.paths import build_dir
-from hw.folding import folding_from_config, parse_folding
+from hw.folding import FULL_TARGET_CYCLES, fastest_folding, folding_from_config, parse_folding
+from hw.top import LeNetAccelerator
+from quant.data import load_dataset
 
 from .flow import ensure_qmodel, ensure_rtl
+from .runner import simulate
 from .tools import SIMULATORS, find_simulator
+from .vectors import run_testbench, write_testbench
 
 __all__ = ["main", "fastest_folding", "FULL_TARGET_CYCLES"]
-
-
-#: Cycles per image of the folding ``--full`` uses by default: fast enough for 10,000 images
-#: on Verilator in a few minutes, small enough to build quickly.
-FULL_TARGET_CYCLES = 4096
-
-
-def fastest_folding(meta, arrays, target=FULL_TARGET_CYCLES):
-    """Return the cheapest folding meeting ``target`` cycles per image (else the fastest)."""
-    from hw.cycles import stage_table
-    from hw.folding import derive_folding
-    try:
-        return derive_folding(meta, target, arrays)
-    except ValueError:
-        pass
-    from hw.plan import layer_shapes, mac_geometry, mac_layers
-    shapes = layer_shapes(meta)
-    full = []
-    for index, layer in mac_layers(meta):
-        in_shape, _, out_channels = mac_geometry(layer, shapes[index])
-        full.append({"pe": out_channels, "simd": in_shape[0]})
-    return derive_folding(meta, max(st["cycles"] for st in stage_table(meta, full, arrays)), arrays)
 
 
 def lock_build_dir(out):
@@ -109,9 +93,6 @@ def _check_args(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     _check_args(args)
-    from core.config import load_config
-    from quant.data import load_dataset
-
     t_start = time.monotonic()
     config = load_config(args.config)
     out = Path(args.out) if args.out else build_dir(config)
@@ -120,12 +101,11 @@ def main(argv=None):
     find_simulator(sim)
     ensure_qmodel(config.path, out)
 
-    import golden
     qmodel = golden.load(out)
     if args.folding:
         folding = parse_folding(args.folding, qmodel.meta, dict(qmodel.arrays))
     elif args.full:
-        folding = fastest_folding(qmodel.meta, dict(qmodel.arrays))
+        folding = fastest_folding(qmodel.meta, dict(qmodel.arrays), FULL_TARGET_CYCLES)
     else:
         folding = folding_from_config(config, qmodel.meta, dict(qmodel.arrays))
     rtl_dir = out / "rtl"
@@ -139,10 +119,6 @@ def main(argv=None):
     images = test.images[args.first:args.first + n]
     labels = test.labels[args.first:args.first + n]
     expected = qmodel.run(images)
-
-    from hw.top import LeNetAccelerator
-
-    from .vectors import run_testbench, write_testbench
     top = LeNetAccelerator(qmodel.meta, qmodel.arrays, folding)
     write_testbench(rtl_dir, top, images, expected["classes"], expected["scores"],
                     cycles_per_image=cycles["cycles_per_image"],
@@ -180,7 +156,6 @@ def main(argv=None):
         results_xml = None
         waves = None
     else:
-        from .runner import simulate
         result = simulate(sim=sim, rtl=paths["top"], qmodel_dir=out, images=images,
                           out_dir=sim_dir, folding=folding, gaps=args.gaps,
                           backpressure=args.backpressure, seed=args.seed, taps=args.taps,
@@ -261,7 +236,6 @@ def main(argv=None):
 
 def _locate(sim, rtl, qmodel_dir, images, result, folding, sim_dir):
     """Re-run the first mismatching image with taps on; return its first divergence."""
-    from .runner import simulate
     k = result["mismatches"][0]["image"]
     if k >= len(images):
         return None

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.lib import data
 
+import golden
+from hw.regroup import Regroup
+from hw.top import LeNetAccelerator
+
 __all__ = ["Plan", "StreamDriver", "StreamMonitor", "TapMonitor", "GoldenModel", "Scoreboard",
            "Testbench", "stage_instances", "pause_generator"]
 
@@ -236,7 +240,6 @@ class GoldenModel:
     """The reference: ``golden/`` on the same images; expected output and tap beats."""
 
     def __init__(self, qmodel_dir, images, *, taps=False):
-        import golden
         self.model = golden.load(qmodel_dir)
         self.images = images
         self.result = self.model.run(images, taps=taps)
@@ -255,7 +258,6 @@ class GoldenModel:
         previous = np.asarray(self.images, dtype=np.int64)
         if previous.ndim == 3:
             previous = previous[:, None]
-        from hw.regroup import Regroup
         for instance, stage in stages[:-1]:
             layer = layer_name(stage)
             if isinstance(stage, Regroup):        # the previous tensor, other beats
@@ -330,8 +332,6 @@ class Testbench:
     """The accelerator under test with its driver, monitors, golden model and scoreboard."""
 
     def __init__(self, dut, plan):
-        import golden
-        from hw.top import LeNetAccelerator
         self.dut = dut
         self.plan = plan
         self.images = np.load(plan.images)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .runner import VERILATOR_MAKE_OVERRIDES
 from .tools import find_simulator
 
 __all__ = ["write_testbench", "run_testbench", "TbResult"]
@@ -240,7 +241,6 @@ def run_testbench(rtl_dir, *, sim="icarus", name="lenet_accel", build_dir=None,
                     log)
         cmd = ["vvp", "-n", exe, *plusargs]
     else:
-        from .runner import VERILATOR_MAKE_OVERRIDES
         env = dict(os.environ)
         env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"),
                                                   VERILATOR_MAKE_OVERRIDES]))

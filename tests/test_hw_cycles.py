@@ -264,3 +264,39 @@ def test_lenet5_rtl_matches_model(lenet, which):
                       {"pe": 3, "simd": 1}, {"pe": 1, "simd": 1}], 3
     model = _run_network(meta, arrays, folding, n)
     assert model["cycles_per_image"] == (240_000 if which == "minimal" else 4800)
+
+
+# Global average pooling: a 5x5 map (mul != 1, one multiplier per lane) after a conv, and a
+# 4x4 map (mul = 1) after a pool; the gap stage takes the beats of pe channels it is given.
+GAP_5X5 = [
+    {"kind": "conv", "out_channels": 6, "kernel": 3},
+    {"kind": "gap"},
+    {"kind": "dense", "out_features": 4},
+    {"kind": "dense", "out_features": 3},
+]
+GAP_4X4 = [
+    {"kind": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+    {"kind": "pool", "mode": "max", "size": 2},
+    {"kind": "conv", "out_channels": 8, "kernel": 1},
+    {"kind": "gap"},
+    {"kind": "dense", "out_features": 3},
+]
+
+
+@pytest.mark.parametrize("spec,height,folding", [
+    (GAP_5X5, 7, None),
+    (GAP_5X5, 7, [{"pe": 2, "simd": 3}, {"pe": 4, "simd": 6}, {"pe": 3, "simd": 2}]),
+    (GAP_5X5, 7, [{"pe": 6, "simd": 9}, {"pe": 1, "simd": 2}, {"pe": 1, "simd": 4}]),
+    (GAP_4X4, 8, None),
+    (GAP_4X4, 8, [{"pe": 4, "simd": 9}, {"pe": 8, "simd": 4}, {"pe": 3, "simd": 8}]),
+])
+def test_gap_network_rtl(spec, height, folding):
+    meta, arrays = random_qmodel(spec, 5, height=height, calibration=4)
+    model = _run_network(meta, arrays, folding, 3)
+    gap = next(s for s in model["stages"] if s["kind"] == "gap")
+    area = 25 if spec is GAP_5X5 else 16
+    before = 0 if spec is GAP_5X5 else 1                    # the MAC layer before the gap
+    lanes = 1 if folding is None else folding[before]["pe"]
+    channels = 6 if spec is GAP_5X5 else 8
+    assert gap["cycles"] == area * channels // lanes
+    assert gap["multipliers"] == (lanes if spec is GAP_5X5 else 0)

@@ -4,9 +4,13 @@ import pytest
 
 from core.config import ConfigError, parse_config
 from core.errors import UserError
+from golden import random_qmodel
 from hw.cycles import cycle_model
 from hw.folding import (
+    FULL_TARGET_CYCLES,
     assign_multipliers,
+    derive_folding,
+    fastest_folding,
     folding_from_config,
     load_from_config,
     parse_folding,
@@ -86,3 +90,34 @@ def test_parse_and_resolve(lenet):
         parse_folding("fast please", meta, arrays)
     with pytest.raises(UserError, match="not both"):
         resolve_folding(meta, arrays, folding="minimal", target_cycles=4800)
+
+
+# A 2x2 input: the classifier's 12 scores, one per beat, bound the interval whatever the folding.
+TINY = [{"kind": "conv", "out_channels": 6, "kernel": 1, "name": "c1"},
+        {"kind": "gap", "name": "g2"}, {"kind": "dense", "out_features": 12, "name": "out"}]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_qmodel(TINY, 1, height=2, calibration=4)
+
+
+def test_derive_folding_checks_every_stage(tiny):
+    meta, arrays = tiny
+    assert derive_folding(meta, 13, arrays) == [{"pe": 2, "simd": 1}, {"pe": 1, "simd": 6}]
+    with pytest.raises(ValueError) as info:
+        derive_folding(meta, 12, arrays)
+    assert str(info.value) == ("stage 'output' (classify) needs 13 cycles per image whatever "
+                               "the folding; raise the target to at least 13")
+
+
+def test_fastest_folding(tiny):
+    meta, arrays = tiny
+    # A reachable target: the cheapest folding meeting it.
+    assert fastest_folding(meta, arrays, 24) == derive_folding(meta, 24, arrays)
+    assert fastest_folding(meta, arrays) == derive_folding(meta, FULL_TARGET_CYCLES, arrays)
+    # Beyond reach: the cheapest folding as fast as whole output channels and input positions
+    # per cycle (here 13 cycles, the classifier's).
+    fast = fastest_folding(meta, arrays, 5)
+    assert fast == derive_folding(meta, 13, arrays)
+    assert cycle_model(meta, fast, arrays)["cycles_per_image"] == 13

@@ -307,3 +307,37 @@ def test_lut_multipliers_exact(op, in_signed):
     # map them to DSP blocks), unlike the default.
     assert "$mul" not in rtlil.convert(MacStage(**args, lut_mul=True))
     assert "$mul" in rtlil.convert(MacStage(**args))
+
+
+@pytest.mark.parametrize("kind,simd", [("relu", 1), ("lut", 2), ("relu", 16), ("final", 4)])
+def test_latency_measured(kind, simd):
+    # A dense layer's first step issues the cycle after its last input beat is written; its
+    # output is valid `steps + latency` cycles after that issue. The latency is the sum of
+    # the parts' registers.
+    from amaranth.hdl import signed as signed_shape
+
+    from hw.mac import mac_extra_latency
+    from hw.mac_array import mac_array_latency
+    from hw.requant import requant_latency
+    from hw.simulation import run_cycles
+    from hw.skid import SkidBuffer
+    from hw.window import LineBuffer
+    rng = np.random.default_rng(simd)
+    features, outs = 16, 2
+    act = None if kind == "final" else _activation(rng, kind, outs, U8["frac"])[0]
+    dut = MacStage(label="f", in_shape=(features, 1, 1), in_format=U8,
+                   weight_format={"bits": 8, "frac": 5, "signed": True},
+                   weight=rng.integers(-128, 128, (outs, features, 1, 1)), bias=None,
+                   acc_bits=24, activation=act, pe=outs, simd=simd)
+    lut = kind == "lut"
+    assert dut.latency == mac_extra_latency(simd, lut) == (
+        LineBuffer.latency + mac_array_latency(simd) + requant_latency(lut)
+        + SkidBuffer.latency - 1)
+    c_block = dut.split[0]
+    beats = [[(dut.i.valid, 1), (dut.i.payload, rng.integers(0, 256, c_block).tolist())]
+             for _ in range(features // c_block)]
+    inputs = [[(dut.o.ready, 1)] + beats[0]] + beats[1:] + [[(dut.i.valid, 0)]] * 40
+    seen = run_cycles(dut, inputs, lambda ctx: ctx.get(dut.o.valid))
+    first_issue = len(beats)
+    assert seen.index(1) == first_issue + dut.steps + dut.latency
+    assert signed_shape(24) == dut.o.payload.shape().elem_shape or kind != "final"

@@ -1,11 +1,14 @@
-"""Folding checks and the stage table (hw/plan.py)."""
+"""The stage plan (hw/plan.py): the registry entries, planned stages and folding checks."""
 
 import pytest
 
+from core.kinds import exported_kinds, mac_kinds
 from golden import random_qmodel
+from hw.cycles import cycle_model
 from hw.folding import check_folding
-from hw.plan import layer_shapes, plan
+from hw.plan import STAGES, MacGeometry, layer_plans, layer_shapes, mac_layers, plan
 from hw.simulation import discard_unused
+from hw.top import LeNetAccelerator
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -73,7 +76,6 @@ def test_bad_folding(meta, folding, message):
 
 
 def test_plan_stages(meta):
-    from hw.top import LeNetAccelerator
     stages = LeNetAccelerator(meta, random_qmodel(SPEC, 0, height=10, calibration=4)[1]).stages
     kinds = [type(s).__name__ for s in stages]
     # The padder takes whole positions: a gather of c1's one-channel beats before it, a split
@@ -91,5 +93,74 @@ def test_plan_without_final_layer(meta):
     meta = dict(meta, layers=[dict(layer) for layer in meta["layers"]])
     meta["layers"][-1]["final"] = False
     with pytest.raises(ValueError) as info:
-        plan(meta, {})
+        plan(meta)
     assert str(info.value) == "layers[4] 'out': the last layer must be a final dense or rbf layer"
+
+
+def test_every_exported_kind_has_a_stage():
+    assert STAGES.missing() == ()
+    assert set(STAGES.kinds()) == set(exported_kinds())
+
+
+def test_mac_geometry_per_entry(meta):
+    # The conv window slides over its padded input; a dense layer's window is its whole input.
+    assert [layer.name for layer in mac_layers(meta)] == ["c1", "c3", "f4", "out"]
+    assert [layer.kind in mac_kinds() for layer in layer_plans(meta)] == [
+        True, False, True, True, True]
+    assert [layer.geometry for layer in mac_layers(meta)] == [
+        MacGeometry((1, 10, 10), (3, 3), 6, False), MacGeometry((6, 6, 6), (3, 3), 4, False),
+        MacGeometry((4, 4, 4), (4, 4), 5, True), MacGeometry((5, 1, 1), (1, 1), 3, True)]
+    assert [layer.padding for layer in layer_plans(meta)] == [0, 0, 1, 0, 0]
+
+
+GAP_SPEC = [
+    {"kind": "conv", "out_channels": 6, "kernel": 3, "name": "c1"},
+    {"kind": "gap", "name": "g2"},
+    {"kind": "dense", "out_features": 3, "name": "out"},
+]
+
+
+def test_planned_stages_build_the_accelerator():
+    # One planned stage per component, the same figures as the cycle model; the gap stage
+    # takes c1's beats of pe = 3 channels, the dense layer one block of simd = 6 channels.
+    meta, arrays = random_qmodel(GAP_SPEC, 1, height=7, calibration=4)
+    folding = [{"pe": 3, "simd": 1}, {"pe": 1, "simd": 6}]
+    planned = plan(meta, folding, arrays)
+    top = LeNetAccelerator(meta, arrays, folding)
+    assert [type(s).__name__ for s in top.plan] == [
+        "PlannedMac", "PlannedGap", "PlannedRegroup", "PlannedMac", "PlannedClassifier"]
+    assert [type(s).__name__ for s in top.stages] == [
+        "MacStage", "GapStage", "Regroup", "MacStage", "ClassifyStage"]
+    assert [(s.kind, s.cycles, s.in_lanes, s.out_lanes) for s in planned] == [
+        ("conv", 25 * 9 * 2, 1, 3), ("gap", 25 * 2, 3, 3), ("regroup", 2, 3, 6),
+        ("dense", 3, 6, 1), ("classify", 4, 1, 1)]
+    for stage, component in zip(top.plan, top.stages, strict=True):
+        if hasattr(component, "cycles"):
+            assert stage.cycles == component.cycles
+        if hasattr(component, "resources"):
+            assert stage.resources == component.resources()
+        if hasattr(component, "latency"):
+            assert stage.latency == component.latency
+    model = cycle_model(meta, folding, arrays)
+    assert [s["cycles"] for s in model["stages"]] == [s.cycles for s in planned]
+    gap = planned[1]
+    assert (gap.mul, gap.shift, gap.multipliers) == (41943, 20, 3)
+
+
+def test_plan_needs_arrays_to_build():
+    meta, arrays = random_qmodel(GAP_SPEC, 1, height=7, calibration=4)
+    stage = plan(meta)[0]
+    assert stage.cycles == 25 * 6 * 9
+    with pytest.raises(ValueError) as info:
+        stage.build()
+    assert str(info.value) == ("layers[0] 'c1': building its stage needs the integer model's "
+                               "arrays")
+
+
+def test_only_the_last_layer_is_final():
+    meta, _ = random_qmodel(GAP_SPEC, 1, height=7, calibration=4)
+    meta = dict(meta, layers=[dict(layer) for layer in meta["layers"]])
+    meta["layers"][0]["final"] = True
+    with pytest.raises(ValueError) as info:
+        plan(meta)
+    assert str(info.value) == "layers[0] 'c1': only the last layer can be final"

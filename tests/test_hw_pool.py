@@ -125,3 +125,31 @@ def test_single_window_column(mode):
     out, _ = run_stream(dut, _beats(x), 9, seed=1, gap=0.2, stall=0.5)
     assert out == _positions(ref)
     assert dut.latency == 2 and dut.resources()["memory_bits"]["lut"] == 0
+
+
+@pytest.mark.parametrize("mode,kind", [("max", None), ("avg", None), ("subsample", "relu"),
+                                       ("subsample", "lut")])
+def test_latency_measured(mode, kind):
+    # From a window's last beat accepted to its output: the sum of the parts' registers.
+    from hw.pool import SCALE_REGISTERS, WINDOW_REGISTERS, pool_latency
+    from hw.requant import requant_latency
+    from hw.simulation import run_cycles
+    from hw.skid import SkidBuffer
+    args = {}
+    if mode == "subsample":
+        if kind == "relu":
+            act = Activation(name="s", activation={"kind": "relu"}, out_format=U8,
+                             acc_frac=[5, 5])
+        else:
+            act = Activation(name="s", activation={"kind": "lut", "in_bits": 7, "in_frac": 3},
+                             out_format=S8, acc_frac=[5, 5],
+                             table=L.build_lut("tanh", 7, 3, S8))
+        args = dict(coef=[3, -2], bias=[10, 20], coef_format=S8, acc_bits=20, activation=act)
+    dut = PoolStage(label="s", mode=mode, size=2, in_shape=(2, 2, 2), in_format=S8, **args)
+    lut = kind == "lut"
+    scale = SCALE_REGISTERS + requant_latency(lut) if mode == "subsample" else 0
+    assert dut.latency == pool_latency(mode, lut) == WINDOW_REGISTERS + scale + \
+        SkidBuffer.latency
+    inputs = [[(dut.o.ready, 1), (dut.i.valid, 1), (dut.i.payload, [k, -k])] for k in range(4)]
+    seen = run_cycles(dut, inputs + [[(dut.i.valid, 0)]] * 8, lambda ctx: ctx.get(dut.o.valid))
+    assert seen.index(1) == 3 + dut.latency

@@ -35,6 +35,14 @@ SPEC_DENSE = [
     {"kind": "dense", "out_features": 4},
 ]
 
+# Global average pooling of a 3x3 map (a multiplier per lane) after LeCun's subsampling.
+SPEC_GAP = [
+    {"kind": "conv", "out_channels": 4, "kernel": 3, "padding": 1, "activation": "tanh"},
+    {"kind": "subsample", "size": 2, "activation": "none"},
+    {"kind": "gap"},
+    {"kind": "dense", "out_features": 3},
+]
+
 
 def _check(spec, folding, *, seed, pad, n=3, gap=0.2, stall=0.2):
     meta, arrays = random_qmodel(spec, seed, height=6, pad=pad, calibration=8)
@@ -63,6 +71,15 @@ def test_rbf_network(folding):
 ])
 def test_dense_network(folding):
     _check(SPEC_DENSE, folding, seed=4, pad=0, stall=0.5)
+
+
+@pytest.mark.parametrize("folding", [
+    None,
+    [{"pe": 2, "simd": 9}, {"pe": 3, "simd": 2}],
+    [{"pe": 4, "simd": 3}, {"pe": 1, "simd": 4}],
+])
+def test_gap_network(folding):
+    _check(SPEC_GAP, folding, seed=6, pad=0, stall=0.4)
 
 
 def test_properties():
