@@ -1,10 +1,13 @@
 """Number formats and the integer rules of ``golden/`` expressed as Amaranth expressions."""
 
-from amaranth.hdl import Mux, Shape, signed, unsigned
+from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data
+from amaranth.lib.memory import Memory
 from amaranth.utils import ceil_log2
 
-__all__ = ["select", "format_shape", "format_range", "saturate", "requantize", "shape_of_range",
-           "lut_index", "counter_shape", "rom_depth", "Activation"]
+__all__ = ["select", "address_layout", "address_eq", "format_shape", "format_range", "saturate",
+           "requantize", "shape_of_range", "lut_index", "counter_shape", "rom_depth",
+           "Activation"]
 
 
 def select(m, index, values, shape, name):
@@ -12,7 +15,6 @@ def select(m, index, values, shape, name):
 
     Unlike ``Array(values)[index]``, the generated case statement covers every index value.
     """
-    from amaranth.hdl import Signal
     sig = Signal(shape, name=name)
     values = list(values)
     with m.Switch(index):
@@ -22,6 +24,23 @@ def select(m, index, values, shape, name):
         with m.Default():
             m.d.comb += sig.eq(values[-1])
     return sig
+
+
+def address_layout(widths):
+    """Return the :class:`~amaranth.lib.data.StructLayout` of the address fields
+    ``{name: bits}`` that have bits, in order.
+
+    A field of zero bits (one channel block, one column) is left out: it would be a ``[-1:0]``
+    wire in the Verilog. Assign the fields with :func:`address_eq`.
+    """
+    return data.StructLayout({name: bits for name, bits in widths.items() if bits})
+
+
+def address_eq(address, **values):
+    """Return the assignments of ``values`` to the fields of an :func:`address_layout` view,
+    skipping the fields the layout left out (their only value is 0)."""
+    members = address.shape().members
+    return [address[name].eq(value) for name, value in values.items() if name in members]
 
 
 def counter_shape(n):
@@ -129,7 +148,6 @@ class Activation:
 
     def lut_memory(self):
         """Return a new ROM holding the table, or ``None`` without a table."""
-        from amaranth.lib.memory import Memory
         if self.table is None:
             return None
         return Memory(shape=format_shape(self.out_format), depth=len(self.table),
@@ -141,7 +159,6 @@ class Activation:
         ``channel_shifts[j]`` is the shift when ``select == j`` (a lane serving several channels
         in turn). Without a table this is the output code.
         """
-        from amaranth.hdl import Signal
         pre = Signal(format_shape(self.pre_format))
         distinct = sorted(set(channel_shifts))
         if len(distinct) == 1:

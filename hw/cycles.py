@@ -27,7 +27,7 @@ PUBLIC_KEYS = ("name", "kind", "cycles", "latency", "multipliers", "macs", "pe",
 
 
 def stage_table(meta, folding=None, arrays=None):
-    """Return one dict per hardware stage, input to output: :meth:`hw.plan.PlannedStage.info`
+    """Return one dict per hardware stage, input to output: :meth:`hw.stages.PlannedStage.info`
     of the planned stages.
 
     Each has ``name``, ``kind``, ``cycles`` (per image), ``latency`` (pipeline cycles of the

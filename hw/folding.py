@@ -13,8 +13,8 @@ from pathlib import Path
 from core.config import ConfigError
 from core.errors import UserError
 
-from .mac import simd_error, simd_options
-from .plan import connections_of, mac_cycles, mac_layers, plan
+from .geometry import connections_of, mac_cycles, simd_error, simd_options
+from .plan import mac_layers, plan
 
 __all__ = ["check_folding", "check_load", "derive_folding", "fastest_folding",
            "assign_multipliers", "hardware_section", "folding_from_config", "load_from_config",
@@ -172,7 +172,7 @@ def derive_folding(meta, target_cycles, arrays=None):
 
     Each MAC layer gets the ``(pe, simd)`` with the smallest ``pe·simd`` whose stage needs at
     most ``target_cycles`` (ties: fewer cycles, then smaller ``pe``); ``simd`` ranges over
-    every split of the window (:func:`hw.mac.simd_options`). The stages are independent, so
+    every split of the window (:func:`hw.geometry.simd_options`). The stages are independent, so
     this minimizes the total. ``arrays`` is needed when a layer has a connection table.
     Raises :class:`ValueError` naming the stage when no folding reaches the target.
     """

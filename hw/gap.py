@@ -7,8 +7,10 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .arith import counter_shape, format_shape, requantize, rom_depth, select
+from .skid import SkidBuffer
 
-__all__ = ["GapStage", "gap_latency", "gap_resources", "gap_sum_bits", "REGISTER_BLOCKS"]
+__all__ = ["GapStage", "gap_latency", "gap_resources", "gap_sum_bits", "REGISTER_BLOCKS",
+           "SUM_REGISTERS", "PRODUCT_REGISTERS"]
 
 #: Channel blocks (``channels / lanes``) up to which the sums are kept in registers; more are
 #: kept in a :class:`~amaranth.lib.memory.Memory` (one word per block).
@@ -21,11 +23,17 @@ def gap_sum_bits(in_bits, area):
     return in_bits + ceil_log2(area) + 1
 
 
+#: Registers of a :class:`GapStage` from a block's last beat to its result: the finished sums;
+#: when ``mul != 1`` also the products.
+SUM_REGISTERS = 1
+PRODUCT_REGISTERS = 1
+
+
 def gap_latency(mul):
-    """Return the cycles from a channel block's last beat being accepted to its output beat
-    being valid: the sum register, the product register (only when ``mul != 1``) and the output
-    register."""
-    return 2 if mul == 1 else 3
+    """Return the cycles from a channel block's last beat being accepted to its
+    :class:`GapStage` output beat being valid: :data:`SUM_REGISTERS`, :data:`PRODUCT_REGISTERS`
+    (only when ``mul != 1``) and the output :class:`~hw.skid.SkidBuffer`."""
+    return SUM_REGISTERS + (PRODUCT_REGISTERS if mul != 1 else 0) + SkidBuffer.latency
 
 
 def gap_resources(*, channels, lanes, sum_bits, mul):
@@ -141,7 +149,11 @@ class GapStage(wiring.Component):
         sum_shape = self._sum_shape()
         sums_layout = data.ArrayLayout(sum_shape, lanes)
 
-        adv = Signal()
+        # The output register with a skid buffer: every register advances together while it
+        # has room, and the input's ready is its (registered) ready.
+        m.submodules.skid = skid = SkidBuffer(shape=self.o.payload.shape())
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
+        adv = skid.i.ready
         accept = Signal()
         m.d.comb += [self.i.ready.eq(adv), accept.eq(self.i.valid & adv)]
         blk = Signal(counter_shape(blocks))
@@ -183,7 +195,7 @@ class GapStage(wiring.Component):
             m.d.comb += new[c].eq(Mux(first, self.i.payload[c], prev[c] + self.i.payload[c]))
 
         # A finished block: its sums registered, (times mul, registered,) then rounded,
-        # shifted and saturated into the output register.
+        # shifted and saturated into the skid buffer.
         done = Signal()
         done_sums = Signal(sums_layout)
         with m.If(adv):
@@ -203,17 +215,5 @@ class GapStage(wiring.Component):
         m.d.comb += [outs[c].eq(requantize(v, self._shift, self._in_format))
                      for c, v in enumerate(values)]
 
-        # Output register with a skid buffer: the input's ready is a register.
-        skid_valid = Signal()
-        skid = Signal.like(self.o.payload, name="skid")
-        m.d.comb += adv.eq(~skid_valid)
-        with m.If(~self.o.valid | self.o.ready):
-            with m.If(skid_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
-            with m.Elif(res_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(outs)]
-            with m.Else():
-                m.d.sync += self.o.valid.eq(0)
-        with m.Elif(adv & res_valid):
-            m.d.sync += [skid_valid.eq(1), skid.eq(outs)]
+        m.d.comb += [skid.i.valid.eq(res_valid), skid.i.payload.eq(outs)]
         return m

@@ -6,23 +6,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import format_range, format_shape, rom_depth
+from .geometry import group_steps, simd_error, simd_split
 from .issue import IssueCounter
-from .mac_array import (
-    TREE_FANIN,
-    MacArray,
-    mac_array_latency,
-    shift_add_product,
-    tree_stages,
-    tree_sum,
-)
+from .mac_array import MacArray, mac_array_latency
 from .requant import Requantizer, requant_latency
 from .skid import SkidBuffer
 from .weights import LOADED_WEIGHTS, WeightStore
 from .window import LineBuffer, ring_geometry
 
-__all__ = ["MacStage", "tree_sum", "simd_split", "simd_options", "group_steps", "tree_stages",
-           "mac_extra_latency", "shift_add_product", "TREE_FANIN", "LARGE_MEMORY_BITS",
-           "LOADED_WEIGHTS", "simd_error", "mac_resources"]
+__all__ = ["MacStage", "mac_extra_latency", "mac_resources", "LARGE_MEMORY_BITS",
+           "LOADED_WEIGHTS"]
 
 #: Weight memories of at least this many bits are flagged ``large`` in :meth:`resources`
 #: (candidates for iCE40 SPRAM / UltraRAM; each lane's weights are one memory with one
@@ -42,48 +35,6 @@ def mac_extra_latency(simd, lut):
             + SkidBuffer.latency - 1)
 
 
-def simd_options(channels, kh, kw):
-    """Return ``{simd: (c_block, t, r)}`` of every SIMD a window of ``kh·kw·channels`` takes.
-
-    ``simd = c_block · t · r`` with ``c_block | channels`` (channels of one position),
-    ``t | kw`` (consecutive taps of a window row) and ``r | kh`` (window rows); every divisor of
-    ``kh·kw·channels`` splits so (prime by prime). When several
-    splits give the same ``simd`` the one with the largest ``c_block``, then ``t``, is used
-    (fewest memory banks).
-    """
-    options = {}
-    for c in _divisors(channels):
-        for t in _divisors(kw):
-            for r in _divisors(kh):
-                simd = c * t * r
-                if simd not in options or (c, t) > options[simd][:2]:
-                    options[simd] = (c, t, r)
-    return dict(sorted(options.items()))
-
-
-def simd_split(channels, kh, kw, simd):
-    """Return the ``(c_block, t, r)`` split of ``simd`` (see :func:`simd_options`) or None."""
-    return simd_options(channels, kh, kw).get(simd)
-
-
-def _divisors(n):
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def group_steps(connections, out_channels, channels, pe, c_block):
-    """Return, per group of ``pe`` output channels, the channel blocks its steps visit.
-
-    A block of ``c_block`` input channels is visited when at least one output channel of
-    the group is connected to one of its channels (``connections[o, c]``, None: all are).
-    """
-    blocks = channels // c_block
-    if connections is None:
-        return [list(range(blocks)) for _ in range(out_channels // pe)]
-    conn = np.asarray(connections).reshape(out_channels, blocks, c_block).any(axis=2)
-    return [[b for b in range(blocks) if conn[g * pe:(g + 1) * pe, b].any()]
-            for g in range(out_channels // pe)]
-
-
 def _check_int(label, what, value, minimum=1):
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise TypeError(f"{label}: {what} must be an integer >= {minimum}, not {value!r}")
@@ -97,8 +48,8 @@ class MacStage(wiring.Component):
     input with stride 1 (a dense layer is the window that covers its whole input, so it computes
     one output position per image). Each cycle ``pe`` output channels × ``simd`` window
     elements are multiplied (``op="mul"``: ``w·x``; ``op="sqdiff"``: ``(x - w)²``) and
-    accumulated; ``simd = c_block·t·r`` (:func:`simd_split`) takes ``c_block`` channels of
-    ``t`` consecutive taps of ``r`` window rows, and the steps walk the window in
+    accumulated; ``simd = c_block·t·r`` (:func:`~hw.geometry.simd_split`) takes ``c_block``
+    channels of ``t`` consecutive taps of ``r`` window rows, and the steps walk the window in
     ``(ky, kx, channel block)`` order. After the steps of a group of ``pe`` output channels the
     accumulators get the bias, requantization and activation (or, for a ``final`` layer, leave
     raw). With a connection table the steps of a group visit only the channel blocks connected
@@ -116,9 +67,9 @@ class MacStage(wiring.Component):
     weight reads → window mux, and the weight words registered beside it (the multiplier's
     operands are registers: no block-RAM read or mux shares its cycle) → a private copy of
     each multiplier's operands → multiply → the products registered twice →
-    ``tree_stages(simd)`` adder stages → accumulate → requantize (→ registered LUT index →
-    synchronous LUT read) → output register with a skid buffer, so no ready signal crosses the
-    stage combinationally.
+    :func:`~hw.mac_array.tree_stages` adder stages → accumulate → requantize (→ registered LUT
+    index → synchronous LUT read) → output register with a skid buffer, so no ready signal
+    crosses the stage combinationally.
 
     Cycles per image, fed and drained without stalls:
     ``max(height·width·blocks, out_h·out_w · Σ_groups steps)``,
@@ -143,7 +94,7 @@ class MacStage(wiring.Component):
     op : ``"mul"`` or ``"sqdiff"``
     pe, simd : int
         Folding: ``pe`` must divide ``out_channels``; ``simd`` must divide the window length
-        ``kh·kw·channels`` as ``c_block·t·r`` (:func:`simd_options`).
+        ``kh·kw·channels`` as ``c_block·t·r`` (:func:`~hw.geometry.simd_options`).
     connections : array ``[out_channels, channels]`` of 0/1, or None
         Connection table; unconnected pairs must have zero weights.
     dense : bool
@@ -399,19 +350,6 @@ class MacStage(wiring.Component):
         m.d.comb += [skid.i.valid.eq(valid), skid.i.payload.eq(code)]
         wiring.connect(m, skid.o, wiring.flipped(self.o))
         return m
-
-
-def simd_error(label, channels, kh, kw, simd, *, dense=False):
-    """Return the message of an invalid ``simd`` for a window, or None when it is valid."""
-    window = kh * kw * channels
-    if dense:
-        what = (f"in_features={window}" if kh * kw == 1 else
-                f"in_features={window} ({channels} channels x {kh}x{kw} positions)")
-    else:
-        what = f"the window kh·kw·C = {kh}·{kw}·{channels} = {window}"
-    if window % simd:
-        return f"{label}: simd={simd} does not divide {what}"
-    return None                 # every divisor of kh·kw·C splits as c·t·r (prime by prime)
 
 
 def mac_resources(*, in_bits, w_bits, acc_bits, in_shape, kernel, out_channels, pe, simd,

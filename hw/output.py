@@ -44,6 +44,10 @@ class ClassifyStage(wiring.Component):
         The scores of an image in class order, one per beat.
     o : ``Out(stream.Signature(output_layout(num_classes, score_bits)))``
     """
+    #: Cycles from the last score's beat being accepted to the output beat being valid: the
+    #: output register, written with that score.
+    latency = 1
+
     def __init__(self, *, num_classes, in_bits, score_bits, kind):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise TypeError(f"num_classes must be a positive integer, not {num_classes!r}")
@@ -66,11 +70,6 @@ class ClassifyStage(wiring.Component):
     def cycles(self):
         """Cycles per image when fed and drained without stalls."""
         return self._num_classes + 1
-
-    @property
-    def latency(self):
-        """Cycles from the last score's beat being accepted to the output beat being valid."""
-        return 1
 
     def elaborate(self, platform):
         m = Module()

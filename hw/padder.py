@@ -35,6 +35,10 @@ class Padder(wiring.Component):
     o : ``Out(stream.Signature(ArrayLayout(code, channels)))``
         ``(height + 2 pad) × (width + 2 pad)`` positions per image, one per cycle when fed.
     """
+    #: Cycles from a beat accepted on ``i`` (or a zero position's turn) to it valid on an empty
+    #: ``o``: the output register.
+    latency = 1
+
     def __init__(self, *, channels, height, width, pad, fmt):
         self._channels = _positive("channels", channels)
         self._height = _positive("height", height)

@@ -7,11 +7,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import counter_shape, format_shape, rom_depth, select
+from .arith import address_eq, address_layout, counter_shape, format_shape, rom_depth, select
 from .requant import Requantizer, requant_latency
 from .skid import SkidBuffer
 
-__all__ = ["PoolStage", "pool_latency", "pool_resources"]
+__all__ = ["PoolStage", "pool_latency", "pool_part_bits", "pool_resources", "WINDOW_REGISTERS",
+           "SCALE_REGISTERS"]
 
 
 class PoolStage(wiring.Component):
@@ -125,9 +126,8 @@ class PoolStage(wiring.Component):
 
     def _part_shape(self):
         in_code = format_shape(self._in_format)
-        if self._mode == "max":
-            return in_code
-        return signed(in_code.width + (self._size * self._size - 1).bit_length() + 1)
+        bits = pool_part_bits(self._mode, in_code.width, self._size)
+        return in_code if self._mode == "max" else signed(bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -143,7 +143,7 @@ class PoolStage(wiring.Component):
 
         # Partial results of the window columns of the current window row, one word per
         # (column, channel block): read one beat ahead, transparent for the beat just written.
-        address = data.StructLayout({"block": ceil_log2(blocks), "col": ceil_log2(out_w)})
+        address = address_layout({"block": ceil_log2(blocks), "col": ceil_log2(out_w)})
         m.submodules.partial = partial = Memory(
             shape=data.ArrayLayout(part_shape, lanes),
             depth=rom_depth(out_w << ceil_log2(blocks)), init=[])
@@ -170,9 +170,9 @@ class PoolStage(wiring.Component):
             next_col.eq(Mux(out_col == out_w - 1, 0, out_col + 1)),
             next_blk.eq(Mux(blk_end, 0, blk + 1)),
             next_out_col.eq(Mux(blk_end & col_end, next_col, out_col)),
-            rd_at.block.eq(Mux(accept, next_blk, blk)),
-            rd_at.col.eq(Mux(accept, next_out_col, out_col)),
-            wr_at.block.eq(blk), wr_at.col.eq(out_col),
+            *address_eq(rd_at, block=Mux(accept, next_blk, blk),
+                        col=Mux(accept, next_out_col, out_col)),
+            *address_eq(wr_at, block=blk, col=out_col),
             rd.addr.eq(rd_at), rd.en.eq(1), wr.addr.eq(wr_at),
         ]
         new = Signal(data.ArrayLayout(part_shape, lanes))
@@ -241,6 +241,15 @@ class PoolStage(wiring.Component):
                                   f"bias{c}")
                 m.d.sync += requant.i.acc[c].eq(p1[c] * coef + bias)
         return requant.o.valid, [requant.o.code[c] for c in range(lanes)]
+
+
+def pool_part_bits(mode, in_bits, size):
+    """Return the width of a :class:`PoolStage`'s partial result of a window: the input code
+    for ``"max"``, else the signed sum of ``size²`` codes of ``in_bits`` bits (no overflow,
+    signed or unsigned codes)."""
+    if mode == "max":
+        return in_bits
+    return in_bits + (size * size - 1).bit_length() + 1
 
 
 def pool_resources(mode, channels, width, size, lanes, part_bits, lut_bits):

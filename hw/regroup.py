@@ -31,9 +31,9 @@ class Regroup(wiring.Component):
 
     - **Gather** (``n_out = k·n_in``): the first ``k - 1`` beats of a group are kept, the
       ``k``-th loads the output register with all of them. One input beat per cycle; an output
-      beat is valid the cycle after its last input beat is accepted.
+      beat is valid :attr:`latency` cycles after its last input beat is accepted.
     - **Split** (``n_in = k·n_out``): an input beat is held and sent as ``k`` output beats, the
-      first valid the cycle after it is accepted, one per cycle; the next input beat is
+      first valid :attr:`latency` cycles after it is accepted, one per cycle; the next input beat is
       accepted in the cycle the last of them is taken.
 
     Parameters
@@ -47,6 +47,10 @@ class Regroup(wiring.Component):
     i : ``In(stream.Signature(ArrayLayout(shape, n_in)))``
     o : ``Out(stream.Signature(ArrayLayout(shape, n_out)))``
     """
+    #: Cycles from the (last) input beat of an output beat being accepted to the (first) output
+    #: beat valid on an empty ``o``: the output register (gather) or the held beat (split).
+    latency = 1
+
     def __init__(self, *, shape, n_in, n_out):
         for name, value in (("n_in", n_in), ("n_out", n_out)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -37,16 +37,18 @@ class SkidBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        skid_valid = Signal()
-        skid = Signal.like(self.i.payload, name="skid")
-        m.d.comb += self.i.ready.eq(~skid_valid)
+        # The skid register (not named "skid": the parents name this instance so, and Verilator
+        # warns of a signal hiding the instance of the same name).
+        spare_valid = Signal()
+        spare = Signal.like(self.i.payload, name="spare")
+        m.d.comb += self.i.ready.eq(~spare_valid)
         with m.If(~self.o.valid | self.o.ready):
-            with m.If(skid_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
+            with m.If(spare_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(spare), spare_valid.eq(0)]
             with m.Elif(self.i.valid):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(self.i.payload)]
             with m.Else():
                 m.d.sync += self.o.valid.eq(0)
         with m.Elif(self.i.valid & self.i.ready):
-            m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+            m.d.sync += [spare_valid.eq(1), spare.eq(self.i.payload)]
         return m

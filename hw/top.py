@@ -82,7 +82,7 @@ class LeNetAccelerator(wiring.Component):
 
     @property
     def plan(self):
-        """The planned stages (:class:`hw.plan.PlannedStage`) the components were built from."""
+        """The planned stages (:class:`hw.stages.PlannedStage`) the components were built from."""
         return tuple(self._plan)
 
     def elaborate(self, platform):

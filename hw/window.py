@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import counter_shape, select
+from .arith import address_eq, address_layout, counter_shape, select
 
 __all__ = ["LineBuffer", "ring_geometry", "read_layout"]
 
@@ -17,16 +17,16 @@ def ring_geometry(in_shape, kernel, split):
     The ring holds ``rows = 2 kh`` input rows in ``r × t`` banks: ``bank_rows = rows / r`` ring
     rows and ``bank_cols = ⌈width / t⌉`` columns per bank, one channel block per word, the word
     address a :class:`~amaranth.lib.data.StructLayout` ``address`` of the channel block, the
-    column and the ring row (``depth`` words).
+    column and the ring row (:func:`~hw.arith.address_layout`: fields of zero bits left out;
+    ``depth`` words).
     """
     channels, _, width = in_shape
     kh, _ = kernel
     c_block, t, r = split
     bank_rows = 2 * kh // r
     bank_cols = -(-width // t)
-    address = data.StructLayout({"block": ceil_log2(channels // c_block),
-                                 "col": ceil_log2(bank_cols),
-                                 "row": ceil_log2(bank_rows)})
+    address = address_layout({"block": ceil_log2(channels // c_block),
+                              "col": ceil_log2(bank_cols), "row": ceil_log2(bank_rows)})
     return {"rows": 2 * kh, "bank_rows": bank_rows, "bank_cols": bank_cols,
             "address": address, "depth": bank_rows << (address.size - ceil_log2(bank_rows))}
 
@@ -152,7 +152,7 @@ class LineBuffer(wiring.Component):
         m.d.sync += filled.eq(filled + row_written - self.free)
 
         wr_addr = Signal(geo["address"])
-        m.d.comb += [wr_addr.block.eq(wr_ch), wr_addr.col.eq(wc_q), wr_addr.row.eq(ws_q)]
+        m.d.comb += address_eq(wr_addr, block=wr_ch, col=wc_q, row=ws_q)
         rd = self.rd
         banks = [[None] * t for _ in range(r)]
         for i in range(r):
@@ -163,8 +163,8 @@ class LineBuffer(wiring.Component):
             for j in range(t):
                 col = Signal(counter_shape(bank_cols), name=f"rd_col{i}_{j}")
                 addr = Signal(geo["address"], name=f"rd_addr{i}_{j}")
-                m.d.comb += [col.eq(rd.col_q + rd.kx + (rd.col_m > j)),
-                             addr.block.eq(rd.block), addr.col.eq(col), addr.row.eq(row_w)]
+                m.d.comb += col.eq(rd.col_q + rd.kx + (rd.col_m > j))
+                m.d.comb += address_eq(addr, block=rd.block, col=col, row=row_w)
                 mem = Memory(shape=word, depth=geo["depth"], init=[])
                 m.submodules[f"ring_{i}_{j}"] = mem
                 wr = mem.write_port()

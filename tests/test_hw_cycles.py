@@ -9,8 +9,7 @@ from core.config import LECUN_1998_C3
 from golden import IntegerModel, random_images, random_qmodel
 from hw.cycles import cycle_model, stage_table, write_cycles_json
 from hw.folding import derive_folding
-from hw.mac import simd_options
-from hw.plan import mac_cycles
+from hw.geometry import mac_cycles, simd_options
 from hw.simulation import discard_unused, run_stream
 from hw.top import LeNetAccelerator
 

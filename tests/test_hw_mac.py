@@ -2,11 +2,17 @@
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
+from amaranth.hdl import signed
 
 from golden import layers as L
 from hw.arith import Activation
-from hw.mac import MacStage
-from hw.simulation import discard_unused, run_stream
+from hw.mac import MacStage, mac_extra_latency
+from hw.mac_array import mac_array_latency
+from hw.requant import requant_latency
+from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.skid import SkidBuffer
+from hw.window import LineBuffer
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -281,7 +287,6 @@ def test_cycles_and_properties():
 def test_lut_multipliers_exact(op, in_signed):
     # lut_mul: products from shifted partial products (no `*`), bit-exact at the code extremes
     # (-128 x -128, 255 x 127, ...) for unsigned and signed inputs and both ops.
-    from amaranth.back import rtlil
     rng = np.random.default_rng(17 + in_signed)
     fmt = {"bits": 8, "frac": 4, "signed": in_signed}
     lo, hi = (-128, 127) if in_signed else (0, 255)
@@ -314,14 +319,6 @@ def test_latency_measured(kind, simd):
     # A dense layer's first step issues the cycle after its last input beat is written; its
     # output is valid `steps + latency` cycles after that issue. The latency is the sum of
     # the parts' registers.
-    from amaranth.hdl import signed as signed_shape
-
-    from hw.mac import mac_extra_latency
-    from hw.mac_array import mac_array_latency
-    from hw.requant import requant_latency
-    from hw.simulation import run_cycles
-    from hw.skid import SkidBuffer
-    from hw.window import LineBuffer
     rng = np.random.default_rng(simd)
     features, outs = 16, 2
     act = None if kind == "final" else _activation(rng, kind, outs, U8["frac"])[0]
@@ -340,4 +337,4 @@ def test_latency_measured(kind, simd):
     seen = run_cycles(dut, inputs, lambda ctx: ctx.get(dut.o.valid))
     first_issue = len(beats)
     assert seen.index(1) == first_issue + dut.steps + dut.latency
-    assert signed_shape(24) == dut.o.payload.shape().elem_shape or kind != "final"
+    assert signed(24) == dut.o.payload.shape().elem_shape or kind != "final"

@@ -5,7 +5,7 @@ import pytest
 
 from golden import layers as L
 from hw.output import ClassifyStage
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import discard_unused, run_cycles, run_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -37,6 +37,17 @@ def test_back_to_back():
     out, times = run_stream(dut, [[int(v)] for v in scores.reshape(-1)], len(scores))
     assert [o["cls"] for o in out] == L.classify(scores, "argmax").tolist()
     assert np.diff(times).tolist() == [dut.cycles] * (len(scores) - 1)
+
+
+def test_latency_measured():
+    # Scores offered in cycles 0, 1, 2: the output beat is valid `latency` cycles after the
+    # last is accepted (the output register, written with it).
+    dut = ClassifyStage(num_classes=3, in_bits=8, score_bits=8, kind="argmax")
+    inputs = [[(dut.o.ready, 0), (dut.i.valid, 1), (dut.i.payload, [v])] for v in (1, 3, 2)]
+    seen = run_cycles(dut, inputs + [[(dut.i.valid, 0)]] + [[]] * 2,
+                      lambda ctx: (ctx.get(dut.o.valid), ctx.get(dut.o.payload.cls)))
+    assert [s[0] for s in seen].index(1) == 2 + ClassifyStage.latency
+    assert ClassifyStage.latency == 1 and seen[-1] == (1, 1)
 
 
 def test_errors():

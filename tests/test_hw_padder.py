@@ -5,7 +5,7 @@ import pytest
 
 from golden import layers as L
 from hw.padder import Padder
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import discard_unused, run_cycles, run_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -35,6 +35,19 @@ def test_full_rate():
     dut = Padder(channels=1, height=2, width=2, pad=1, fmt={"bits": 8, "frac": 8, "signed": False})
     out, times = run_stream(dut, [[v] for v in range(8)], 32)
     assert np.all(np.diff(times) == 1)
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_latency_measured(pad):
+    # A position (an input beat accepted in cycle 0, or a zero position's turn) is valid on o
+    # `latency` cycles later: the output register.
+    dut = Padder(channels=2, height=2, width=2, pad=pad,
+                 fmt={"bits": 8, "frac": 8, "signed": False})
+    inputs = [[(dut.o.ready, 1), (dut.i.valid, 1), (dut.i.payload, [5, 6])], [(dut.i.valid, 0)],
+              [], []]
+    seen = run_cycles(dut, inputs, lambda ctx: (ctx.get(dut.i.ready), ctx.get(dut.o.valid)))
+    assert [s[1] for s in seen].index(1) == Padder.latency == 1
+    assert seen[0][0] == (1 if pad == 0 else 0)          # a zero position is sent first
 
 
 def test_errors():

@@ -1,12 +1,12 @@
-"""The stage plan (hw/plan.py): the registry entries, planned stages and folding checks."""
+"""The stage plan (hw/plan.py): the registry entries, the chain of stages, folding checks."""
 
 import pytest
 
 from core.kinds import exported_kinds, mac_kinds
 from golden import random_qmodel
-from hw.cycles import cycle_model
 from hw.folding import check_folding
-from hw.plan import STAGES, MacGeometry, layer_plans, layer_shapes, mac_layers, plan
+from hw.geometry import MacGeometry
+from hw.plan import STAGES, layer_plans, layer_shapes, mac_layers, plan
 from hw.simulation import discard_unused
 from hw.top import LeNetAccelerator
 
@@ -118,43 +118,6 @@ GAP_SPEC = [
     {"kind": "gap", "name": "g2"},
     {"kind": "dense", "out_features": 3, "name": "out"},
 ]
-
-
-def test_planned_stages_build_the_accelerator():
-    # One planned stage per component, the same figures as the cycle model; the gap stage
-    # takes c1's beats of pe = 3 channels, the dense layer one block of simd = 6 channels.
-    meta, arrays = random_qmodel(GAP_SPEC, 1, height=7, calibration=4)
-    folding = [{"pe": 3, "simd": 1}, {"pe": 1, "simd": 6}]
-    planned = plan(meta, folding, arrays)
-    top = LeNetAccelerator(meta, arrays, folding)
-    assert [type(s).__name__ for s in top.plan] == [
-        "PlannedMac", "PlannedGap", "PlannedRegroup", "PlannedMac", "PlannedClassifier"]
-    assert [type(s).__name__ for s in top.stages] == [
-        "MacStage", "GapStage", "Regroup", "MacStage", "ClassifyStage"]
-    assert [(s.kind, s.cycles, s.in_lanes, s.out_lanes) for s in planned] == [
-        ("conv", 25 * 9 * 2, 1, 3), ("gap", 25 * 2, 3, 3), ("regroup", 2, 3, 6),
-        ("dense", 3, 6, 1), ("classify", 4, 1, 1)]
-    for stage, component in zip(top.plan, top.stages, strict=True):
-        if hasattr(component, "cycles"):
-            assert stage.cycles == component.cycles
-        if hasattr(component, "resources"):
-            assert stage.resources == component.resources()
-        if hasattr(component, "latency"):
-            assert stage.latency == component.latency
-    model = cycle_model(meta, folding, arrays)
-    assert [s["cycles"] for s in model["stages"]] == [s.cycles for s in planned]
-    gap = planned[1]
-    assert (gap.mul, gap.shift, gap.multipliers) == (41943, 20, 3)
-
-
-def test_plan_needs_arrays_to_build():
-    meta, arrays = random_qmodel(GAP_SPEC, 1, height=7, calibration=4)
-    stage = plan(meta)[0]
-    assert stage.cycles == 25 * 6 * 9
-    with pytest.raises(ValueError) as info:
-        stage.build()
-    assert str(info.value) == ("layers[0] 'c1': building its stage needs the integer model's "
-                               "arrays")
 
 
 def test_only_the_last_layer_is_final():

@@ -5,8 +5,17 @@ import pytest
 
 from golden import layers as L
 from hw.arith import Activation
-from hw.pool import PoolStage
-from hw.simulation import discard_unused, run_stream
+from hw.pool import (
+    SCALE_REGISTERS,
+    WINDOW_REGISTERS,
+    PoolStage,
+    pool_latency,
+    pool_part_bits,
+    pool_resources,
+)
+from hw.requant import requant_latency
+from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.skid import SkidBuffer
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -131,10 +140,6 @@ def test_single_window_column(mode):
                                        ("subsample", "lut")])
 def test_latency_measured(mode, kind):
     # From a window's last beat accepted to its output: the sum of the parts' registers.
-    from hw.pool import SCALE_REGISTERS, WINDOW_REGISTERS, pool_latency
-    from hw.requant import requant_latency
-    from hw.simulation import run_cycles
-    from hw.skid import SkidBuffer
     args = {}
     if mode == "subsample":
         if kind == "relu":
@@ -153,3 +158,22 @@ def test_latency_measured(mode, kind):
     inputs = [[(dut.o.ready, 1), (dut.i.valid, 1), (dut.i.payload, [k, -k])] for k in range(4)]
     seen = run_cycles(dut, inputs + [[(dut.i.valid, 0)]] * 8, lambda ctx: ctx.get(dut.o.valid))
     assert seen.index(1) == 3 + dut.latency
+
+
+@pytest.mark.parametrize("mode,in_bits,size,bits", [
+    ("max", 8, 2, 8), ("avg", 8, 2, 11), ("avg", 6, 4, 11), ("subsample", 8, 2, 11),
+    ("subsample", 8, 3, 13)])
+def test_part_bits(mode, in_bits, size, bits):
+    # The partial result holds the sum of size² codes (one bit more than the count's width,
+    # so unsigned codes sum signed), and a max pool's partial result is a code.
+    assert pool_part_bits(mode, in_bits, size) == bits
+    if mode == "subsample" or size & (size - 1) == 0:
+        fmt = {"bits": in_bits, "frac": 0, "signed": True}
+        args = {}
+        if mode == "subsample":
+            act = Activation(name="s", activation={"kind": "relu"}, out_format=U8,
+                             acc_frac=[0, 0])
+            args = dict(coef=[1, 1], bias=[0, 0], coef_format=S8, acc_bits=24, activation=act)
+        dut = PoolStage(label="s", mode=mode, size=size, in_shape=(2, size, 2 * size),
+                        in_format=fmt, **args)
+        assert dut.resources() == pool_resources(mode, 2, 2 * size, size, 2, bits, 0)

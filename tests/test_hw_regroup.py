@@ -4,7 +4,7 @@ import pytest
 from amaranth.hdl import signed
 
 from hw.regroup import Regroup, regroup_steps
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import discard_unused, run_cycles, run_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -32,6 +32,19 @@ def test_order_kept(n_in, n_out, gap, stall):
     if gap == stall == 0.0:
         # Full rate: one beat per cycle on the narrow side.
         assert times[-1] - times[0] == (len(values) // n_out - 1) * max(1, n_out // n_in)
+
+
+@pytest.mark.parametrize("n_in,n_out", [(1, 3), (3, 1), (2, 2)])
+def test_latency_measured(n_in, n_out):
+    # Beats offered from cycle 0: the first output beat is valid `latency` cycles after the
+    # last input beat it needs is accepted (the output register, or the held beat of a split).
+    dut = Regroup(shape=signed(6), n_in=n_in, n_out=n_out)
+    needed = max(1, n_out // n_in)
+    inputs = [[(dut.o.ready, 1), (dut.i.valid, 1), (dut.i.payload, _values(n_in))]]
+    inputs += [[] for _ in range(needed - 1)] + [[(dut.i.valid, 0)]] + [[]] * 3
+    seen = run_cycles(dut, inputs, lambda ctx: ctx.get(dut.o.valid))
+    assert seen.index(1) == needed - 1 + Regroup.latency
+    assert Regroup.latency == 1
 
 
 def test_steps():
