@@ -158,7 +158,7 @@ QUANT_DEFAULTS = {
 }
 HARDWARE_DEFAULTS = {"folding": "minimal", "target_cycles": 0, "layers": {}, "load": [],
                      "devices": {}}
-#: Devices a ``[hardware.devices.<name>]`` table may name (the keys of ``fpga.synth.DEVICES``).
+#: Devices a ``[hardware.devices.<name>]`` table may name (the keys of ``fpga.devices.DEVICES``).
 DEVICE_NAMES = ("up5k", "hx8k", "hx1k", "ecp5-25", "ecp5-45", "ecp5-85")
 
 TOP_KEYS = {"model", "layers", "train", "quant", "hardware"}

@@ -1,7 +1,7 @@
 """Folding sweep: from the smallest to the fastest accelerator, each one synthesized.
 
 ``python -m fpga.sweep --config configs/lenet5.toml --device up5k [--points 8 | --quick]
-[--out build/lenet5/synth]`` derives foldings with :func:`hw.cycles.derive_folding` over
+[--out build/lenet5/synth]`` derives foldings with :func:`hw.folding.derive_folding` over
 targets spread geometrically between the fastest reachable cycles per image and those of the
 minimal folding, synthesizes each (:func:`fpga.synth.synthesize`), and writes
 ``<out>/sweep-<device>.json``, ``.md`` (the table) and ``.png``: cycles per image against
@@ -17,16 +17,10 @@ from pathlib import Path
 from hw.cycles import cycle_model
 from hw.folding import assign_multipliers, check_folding, derive_folding
 
-from .synth import (
-    DEVICES,
-    ToolError,
-    _rtlil,
-    add_model_arguments,
-    load_argument,
-    resolve_model,
-    say,
-    synthesize,
-)
+from .cli import add_model_arguments, load_argument, resolve_model
+from .devices import DEVICES
+from .synth import rtlil_text, synthesize
+from .tools import ToolError, say
 
 __all__ = ["fastest_target", "candidate_foldings", "pareto", "sweep", "plot_sweep", "main"]
 
@@ -128,7 +122,7 @@ def _previous(meta, arrays, folding, load, dev, work, freq_mhz):
     result = json.loads(result_path.read_text(encoding="utf-8"))
     if result.get("freq_constraint_mhz") != float(freq_mhz or dev.freq_mhz):
         return None
-    if il_path.read_text(encoding="utf-8") != _rtlil(meta, arrays, folding, load):
+    if il_path.read_text(encoding="utf-8") != rtlil_text(meta, arrays, folding, load):
         return None
     return result
 
@@ -138,7 +132,7 @@ def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), pr
     """Synthesize the foldings of :func:`candidate_foldings`; write and return the table.
 
     Each folding's multipliers beyond the device's DSP blocks are built from LUTs
-    (:func:`hw.cycles.assign_multipliers`). With ``resume``, a point whose folder already
+    (:func:`hw.folding.assign_multipliers`). With ``resume``, a point whose folder already
     holds the result of the same design (identical RTLIL, same clock target) is not run again.
     """
     dev = DEVICES[device] if isinstance(device, str) else device
@@ -272,7 +266,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.folding or args.target_cycles:
         parser.error("the sweep derives its foldings; drop --folding/--target-cycles")
-    meta, arrays, _, preset_dir = resolve_model(parser, args, args.device)
+    meta, arrays, _, _, preset_dir = resolve_model(parser, args, args.device)
     out = Path(args.out) if args.out else preset_dir / "synth"
     sweep(meta, arrays, args.device, out, points=3 if args.quick else args.points,
           freq_mhz=args.freq, load=load_argument(parser, args, meta),

