@@ -53,10 +53,13 @@ class Layer:
     folded: tuple = ()
 
     def __getattr__(self, key):
+        if key.startswith("__"):             # copy, pickle: never the kind's parameters
+            raise AttributeError(key)
         params = self.__dict__.get("params") or {}
         if key in params:
             return params[key]
-        raise AttributeError(f"{self.kind} layer {self.__dict__.get('name')!r} has no {key!r}")
+        raise AttributeError(f"{self.__dict__.get('kind')} layer "
+                             f"{self.__dict__.get('name')!r} has no {key!r}")
 
     @property
     def spec(self):

@@ -22,10 +22,10 @@ import torch
 
 import golden
 from core.config import load_config
+from core.data import load_dataset
 from core.errors import cli
 from core.paths import BUILD_DIR, build_dir
 
-from .data import load_dataset
 from .fakequant import QuantLeNet
 from .model import load_checkpoint
 from .quantize import fake_predict, plan_formats

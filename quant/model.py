@@ -1,10 +1,13 @@
 """Build the float PyTorch model of a config: one module per config layer, no per-preset classes.
 
+Each layer's module comes from its kind's entry in :data:`quant.layers.MODULES`.
+
 The model takes uint8 images ``[N, H, W]`` (or float pixels already divided by 256), applies the
 config's input padding and returns scores: logits for a softmax output, negative squared
 distances for an RBF output (so argmax is the class either way).
 """
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -15,90 +18,14 @@ from torch import nn
 
 from core.errors import UserError
 
+from .layers import MODULES, activation_fn
+
 __all__ = ["LeNet", "build_model", "activation_fn", "CheckpointError", "load_checkpoint",
            "save_checkpoint"]
 
 
 class CheckpointError(UserError):
     """A checkpoint is missing, corrupt or belongs to another config."""
-
-
-def activation_fn(name):
-    """Return the float function of an activation name."""
-    return {
-        "relu": torch.relu,
-        "tanh": torch.tanh,
-        "scaled_tanh": lambda x: 1.7159 * torch.tanh(x * (2.0 / 3.0)),
-        "sigmoid": torch.sigmoid,
-        "none": lambda x: x,
-    }[name]
-
-
-class ConvLayer(nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        in_c, out_c = layer.in_shape[0], layer.out_shape[0]
-        self.conv = nn.Conv2d(in_c, out_c, layer.kernel, padding=layer.padding)
-        mask = torch.zeros(out_c, in_c, 1, 1)
-        for o, row in enumerate(layer.connections):
-            mask[o, list(row), 0, 0] = 1.0
-        self.register_buffer("mask", mask, persistent=False)
-        if not layer.full:  # fan-in of a sparse map is smaller: rescale the init
-            with torch.no_grad():
-                fan = mask.sum(dim=1, keepdim=True) * layer.kernel ** 2
-                full = in_c * layer.kernel ** 2
-                self.conv.weight.mul_(torch.sqrt(full / fan))
-        self.act = activation_fn(layer.activation)
-
-    def weight(self):
-        return self.conv.weight * self.mask
-
-    def forward(self, x):
-        return self.act(F.conv2d(x, self.weight(), self.conv.bias, padding=self.conv.padding))
-
-
-class PoolLayer(nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        self.mode, self.size = layer.mode, layer.size
-        channels = layer.in_shape[0]
-        if self.mode == "subsample":
-            # LeCun 1998: (sum of the window) x trainable coefficient + trainable bias, squashed.
-            self.coef = nn.Parameter(torch.full((channels,), 1.0 / self.size ** 2))
-            self.bias = nn.Parameter(torch.zeros(channels))
-        self.act = activation_fn(layer.activation)
-
-    def forward(self, x):
-        if self.mode == "max":
-            return F.max_pool2d(x, self.size)
-        window_sum = F.avg_pool2d(x, self.size) * self.size ** 2
-        if self.mode == "avg":
-            return window_sum / self.size ** 2
-        return self.act(window_sum * self.coef.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1))
-
-
-class DenseLayer(nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        self.fc = nn.Linear(layer.in_features, layer.out_features)
-        self.act = activation_fn(layer.activation)
-
-    def forward(self, x):
-        return self.act(self.fc(x.flatten(1)))
-
-
-class RBFLayer(nn.Module):
-    """Euclidean RBF output: scores are negative squared distances to fixed ±1 centers."""
-
-    def __init__(self, layer, seed):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed + 1998)
-        codes = torch.randint(0, 2, (layer.out_features, layer.in_features), generator=gen)
-        self.register_buffer("centers", codes.float() * 2 - 1)
-
-    def forward(self, x):
-        x = x.flatten(1)
-        return -((x.unsqueeze(1) - self.centers.unsqueeze(0)) ** 2).sum(dim=2)
 
 
 class LeNet(nn.Module):
@@ -108,17 +35,16 @@ class LeNet(nn.Module):
         super().__init__()
         self.config = config
         self.pad = config.input_pad
-        layers = []
-        for layer in config.layers:
-            if layer.kind == "conv":
-                layers.append(ConvLayer(layer))
-            elif layer.kind == "pool":
-                layers.append(PoolLayer(layer))
-            elif layer.kind == "dense":
-                layers.append(DenseLayer(layer))
-            else:
-                layers.append(RBFLayer(layer, config.train["seed"]))
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(MODULES[layer.kind].build(layer, config)
+                                    for layer in config.layers)
+
+    def __deepcopy__(self, memo):
+        """Copy the weights and share the config (it is immutable)."""
+        memo[id(self.config)] = self.config
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return clone
 
     @staticmethod
     def prepare(images):

@@ -17,14 +17,18 @@ How formats are chosen (post-training quantization), all powers of two:
   tanh: 1.7159); the table's signed input format from the same percentile of the
   pre-activation, capped where the function saturates (tanh 4, scaled tanh 6, sigmoid 8);
 - biases at the accumulator's scale; accumulator widths by bit growth;
-- average pooling keeps its input's format; RBF centers take their input's format.
+- average pooling keeps its input's format; RBF centers take their input's format;
+- a batchnorm is folded into the conv or dense layer before it (running statistics) before
+  any of this, and that layer takes the batchnorm's activation and calibration.
+
+Each kind's part of this lives in its entry of :data:`quant.layers.MODULES` (formats, fake
+quantization) and :data:`quant.layers.EXPORTERS` (its ``qmodel.json`` record).
 
 Quantization-aware training (``--qat``) keeps those formats and fine-tunes the float weights
 for ``quant.qat_epochs`` epochs through the fake-quantized model (straight-through estimators).
 """
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -35,37 +39,23 @@ import torch
 import torch.nn.functional as F
 
 from core.config import load_config
+from core.data import load_dataset
 from core.errors import UserError, cli
 from core.paths import build_dir
 from golden import layers as GL
 from golden import model as GM
+from golden.ops import OPS
 
-from .data import load_dataset
 from .fakequant import QuantLeNet
+from .formats import INPUT_FORMAT, act_frac, weight_frac
+from .layers import EXPORTERS, MODULES, FormatChoice, float_layer
 from .model import load_checkpoint
 from .train import _progress, write_json
 
-__all__ = ["plan_formats", "export", "qat", "quantize", "fake_predict", "main"]
+__all__ = ["plan_formats", "export", "qat", "quantize", "fake_predict", "main", "weight_frac",
+           "act_frac"]
 
-INPUT_FORMAT = {"bits": 8, "frac": 8, "signed": False}
-LUT_BOUND = {"tanh": 1.0, "scaled_tanh": 1.7159, "sigmoid": 1.0}
-LUT_SATURATION = {"tanh": 4.0, "scaled_tanh": 6.0, "sigmoid": 8.0}
 PERCENTILE = 99.99
-
-
-def _ceil_log2(x):
-    return math.ceil(math.log2(x)) if x > 0 else -64
-
-
-def weight_frac(w, bits):
-    """Largest frac with max|w| · 2^frac ≤ 2^(bits-1)."""
-    m = float(np.max(np.abs(w))) if np.size(w) else 0.0
-    return bits - 1 - _ceil_log2(m) if m > 0 else bits - 1
-
-
-def act_frac(r, bits, signed):
-    """Largest frac with r · 2^frac ≤ 2^bits (unsigned) or 2^(bits-1) (signed)."""
-    return (bits - 1 if signed else bits) - (_ceil_log2(r) if r > 0 else 0)
 
 
 def _layer_bits(config, name, key):
@@ -78,101 +68,42 @@ def lut_bits(config, abits):
 
 
 def _calibration_stats(model, images):
-    """Per layer: 99.99th percentiles of |pre-activation| and of the output, float model."""
+    """Per config layer name: 99.99th percentiles of the float model's |pre-activation| (0 for a
+    layer without an activation) and of its |output|, in eval mode."""
     config = model.config
-    stats = []
+    pct = lambda t: float(np.percentile(t.abs().flatten().numpy(), PERCENTILE))
+    stats = {}
+    model.eval()
     with torch.no_grad():
         x = model.prepare(torch.from_numpy(images))
         if config.input_pad:
             x = F.pad(x, (config.input_pad,) * 4)
         for spec, layer in zip(config.layers, model.layers, strict=True):
-            if spec.kind == "conv":
-                pre = F.conv2d(x, layer.weight(), layer.conv.bias, padding=spec.padding)
-            elif spec.kind == "dense":
-                pre = layer.fc(x.flatten(1))
-            elif spec.kind == "pool" and spec.mode == "subsample":
-                total = F.avg_pool2d(x, spec.size) * spec.size ** 2
-                pre = total * layer.coef.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
-            else:
-                pre = None
+            pre = MODULES[spec.kind].pre_activation(layer, x)
             x = layer(x)
-            pct = lambda t: float(np.percentile(t.abs().flatten().numpy(), PERCENTILE))
-            stats.append({"pre": pct(pre) if pre is not None else 0.0, "out": pct(x)})
+            stats[spec.name] = {"pre": pct(pre) if pre is not None else 0.0, "out": pct(x)}
     return stats
 
 
 def plan_formats(model, calib_images, wbits=None, abits=None, per_channel=None):
-    """Choose every format of the integer model (see the module docstring); return the plan."""
+    """Choose every format of the integer model (see the module docstring); return the plan,
+    one entry per layer of ``config.exported``."""
     config = model.config
     per_channel = config.quant["per_channel"] if per_channel is None else per_channel
     stats = _calibration_stats(model, calib_images)
     plan = []
     fmt = dict(INPUT_FORMAT)
-    for i, (spec, layer) in enumerate(zip(config.layers, model.layers, strict=True)):
-        wb = wbits or _layer_bits(config, spec.name, "wbits")
-        ab = abits or _layer_bits(config, spec.name, "abits")
-        p = {"in": dict(fmt), "final": spec.final, "lut": None}
-        if spec.kind == "pool" and spec.mode in ("max", "avg"):
-            p["out"] = dict(fmt)
-            plan.append(p)
-            continue
-        if spec.kind == "rbf":
-            p["weight"] = dict(fmt)
-            p["acc_bits"] = GL.acc_bits_for("rbf", None, fmt["bits"], spec.in_features)
-            plan.append(p)
-            continue
-        with torch.no_grad():
-            if spec.kind == "conv":
-                w = layer.weight().numpy()
-            elif spec.kind == "dense":
-                w = layer.fc.weight.numpy()
-            else:
-                w = layer.coef.numpy()
-        channelwise = per_channel and not spec.final
-        if spec.kind == "pool":  # subsample: one coefficient per map
-            fracs = [weight_frac(w[c:c + 1], wb) for c in range(len(w))]
-            wfrac = fracs if channelwise else weight_frac(w, wb)
-        elif channelwise:
-            wfrac = [weight_frac(w[o], wb) for o in range(w.shape[0])]
-        else:
-            wfrac = weight_frac(w, wb)
-        p["weight"] = {"bits": wb, "frac": wfrac, "signed": True}
-        outs = spec.out_features if spec.kind != "pool" else spec.in_shape[0]
-        wf = np.broadcast_to(np.asarray(wfrac), (outs,))
-        p["acc_frac"] = [int(f) + fmt["frac"] for f in wf]
-        if spec.kind == "pool":
-            fan = spec.size ** 2
-            p["acc_bits"] = GL.acc_bits_for("subsample", wb, fmt["bits"], fan)
-        else:
-            fan = max(len(c) for c in spec.connections) * (spec.kernel ** 2 if spec.kernel else 1)
-            p["acc_bits"] = GL.acc_bits_for(spec.kind, wb, fmt["bits"], fan)
-        act = spec.activation
-        if spec.final:
-            p["out"] = None
-        elif act == "relu":
-            p["out"] = {"bits": ab, "frac": act_frac(stats[i]["out"], ab, False), "signed": False}
-            p["requant"] = p["out"]
-        elif act == "none":
-            p["out"] = {"bits": ab, "frac": act_frac(stats[i]["out"], ab, True), "signed": True}
-            p["requant"] = p["out"]
-        else:
-            signed = act != "sigmoid"
-            p["out"] = {"bits": ab, "frac": act_frac(LUT_BOUND[act], ab, signed),
-                        "signed": signed}
-            lb = lut_bits(config, ab)
-            r = min(stats[i]["pre"], LUT_SATURATION[act])
-            p["requant"] = {"bits": lb, "frac": act_frac(r, lb, True), "signed": True}
-            p["lut"] = GL.build_lut(act, lb, p["requant"]["frac"], p["out"])
+    for layer in config.exported:
+        ab = abits or _layer_bits(config, layer.name, "abits")
+        calib = stats[float_layer(layer).name]
+        choice = FormatChoice(wbits=wbits or _layer_bits(config, layer.name, "wbits"), abits=ab,
+                              per_channel=per_channel, pre=calib["pre"], out=calib["out"],
+                              lut_bits=lut_bits(config, ab))
+        p = {"in": dict(fmt), "final": layer.final, "lut": None}
+        MODULES[layer.kind].plan(p, layer, model, choice)
         plan.append(p)
-        fmt = p["out"] if p["out"] else fmt
+        fmt = p.get("out") or fmt
     return plan
-
-
-def _codes(t, frac):
-    scale = np.ldexp(1.0, np.asarray(frac, dtype=np.int64))
-    if np.ndim(scale):
-        scale = scale.reshape(-1, *([1] * (t.dim() - 1)))
-    return np.rint(t.detach().to(torch.float64).numpy() * scale).astype(np.int64)
 
 
 def export(qnet, preset=None):
@@ -184,58 +115,14 @@ def export(qnet, preset=None):
         "input": {"height": config.input_size, "width": config.input_size, "channels": 1,
                   "pad": config.input_pad, "format": dict(INPUT_FORMAT)},
         "layers": [],
-        "output": {"kind": "argmin" if config.output == "rbf" else "argmax"},
+        "output": {"kind": OPS[config.exported[-1].kind].classify},
     }
     arrays = {}
-    for i, spec in enumerate(config.layers):
-        p = qnet.plan[i]
-        d = {"name": spec.name, "in_format": p["in"], "final": spec.final,
-             "in_shape": list(spec.in_shape)}
-        names = {}
-        if spec.kind == "pool" and spec.mode in ("max", "avg"):
-            d.update(kind="pool", mode=spec.mode, size=spec.size, out_format=p["out"],
-                     out_shape=list(spec.out_shape))
-        elif spec.kind == "rbf":
-            arrays[f"{spec.name}.centers"] = _codes(qnet.weight(i), p["weight"]["frac"])
-            names["centers"] = f"{spec.name}.centers"
-            d.update(kind="rbf", in_features=spec.in_features, out_features=spec.out_features,
-                     acc_bits=p["acc_bits"])
-        else:
-            arrays[f"{spec.name}.weight"] = _codes(qnet.weight(i), p["weight"]["frac"])
-            arrays[f"{spec.name}.bias"] = _codes(qnet.bias(i), p["acc_frac"])
-            names.update(weight=f"{spec.name}.weight", bias=f"{spec.name}.bias")
-            d.update(weight_format=p["weight"], acc_bits=p["acc_bits"], acc_frac=p["acc_frac"])
-            if spec.kind == "conv":
-                d.update(kind="conv", kernel=spec.kernel, padding=spec.padding,
-                         out_shape=list(spec.out_shape))
-                if not spec.full:
-                    mask = np.zeros((spec.out_shape[0], spec.in_shape[0]), dtype=np.int64)
-                    for o, row in enumerate(spec.connections):
-                        mask[o, list(row)] = 1
-                    arrays[f"{spec.name}.connections"] = mask
-                    names["connections"] = f"{spec.name}.connections"
-            elif spec.kind == "dense":
-                d.update(kind="dense", in_features=spec.in_features,
-                         out_features=spec.out_features)
-            else:
-                d.update(kind="subsample", size=spec.size, out_shape=list(spec.out_shape))
-            if spec.final:
-                d["activation"] = {"kind": "none"}
-            elif p["lut"] is not None:
-                d["activation"] = {"kind": "lut", "function": spec.activation,
-                                   "in_bits": p["requant"]["bits"],
-                                   "in_frac": p["requant"]["frac"]}
-                arrays[f"{spec.name}.lut"] = p["lut"]
-                names["lut"] = f"{spec.name}.lut"
-            else:
-                d["activation"] = {"kind": spec.activation}
-            if not spec.final:
-                d["out_format"] = p["out"]
-        d["arrays"] = names
-        meta["layers"].append(d)
+    for i, layer in enumerate(config.exported):
+        meta["layers"].append(EXPORTERS[layer.kind].record(qnet, i, arrays))
     last = qnet.plan[-1]
     meta["output"]["score_bits"] = last["acc_bits"]
-    meta["output"]["score_signed"] = config.output != "rbf"
+    meta["output"]["score_signed"] = not OPS[config.exported[-1].kind].scores_nonnegative
     meta["arrays"] = {name: {"shape": list(a.shape), "sha256": GM.array_sha256(a)}
                       for name, a in sorted(arrays.items())}
     return meta, arrays
@@ -250,7 +137,7 @@ def fake_predict(qnet, images, batch_size=1000, dtype=torch.float64, taps=False)
             t = {}
             qnet(torch.from_numpy(images[i:i + batch_size]), taps=t, saturations=sat,
                  dtype=dtype)
-            scores.append(t[qnet.config.layers[-1].name].numpy())
+            scores.append(t[qnet.config.exported[-1].name].numpy())
             if taps:
                 for k, v in t.items():
                     all_taps.setdefault(k, []).append(v.numpy())
@@ -262,7 +149,7 @@ def fake_predict(qnet, images, batch_size=1000, dtype=torch.float64, taps=False)
 
 
 def classify(config, scores):
-    return GL.classify(scores, "argmin" if config.output == "rbf" else "argmax")
+    return GL.classify(scores, OPS[config.exported[-1].kind].classify)
 
 
 def qat(qnet, data, epochs, lr, seed, log=print):

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 
 from core.config import load_config
+from core.data import load_dataset
 from core.errors import cli
 from core.paths import build_dir
 from golden.model import IntegerModel
 
-from .data import load_dataset
+from .layers import EXPORTERS, float_layer
+from .model import load_checkpoint
 from .quantize import export, quantize
 from .train import evaluate, write_json
 
@@ -51,29 +53,25 @@ def sqnr_db(reference, quantized):
 
 
 def layer_table(config, model, golden, meta, split, sample=2000):
-    """Per layer: formats, acc bits, saturations (whole split) and SQNR (first ``sample``)."""
+    """Per exported layer: formats, acc bits, saturations (whole split) and SQNR (first
+    ``sample``) against the float output it stands for (a folded batchnorm's)."""
     float_taps = {}
     with torch.no_grad():
         model.eval()
         model(torch.from_numpy(split.images[:sample]), taps=float_taps)
     result = golden.run(split.images[:sample], taps=True)
     rows = []
-    for spec, d in zip(config.layers, meta["layers"], strict=True):
-        ref = float_taps[spec.name].double().numpy().reshape(sample, -1)
-        codes = result["taps"][spec.name].reshape(sample, -1).astype(np.float64)
-        if d.get("final") and spec.kind == "rbf":
-            frac = 2 * d["in_format"]["frac"]
-            q, ref = -codes / 2.0 ** frac, ref
-        elif d.get("final"):
-            q = codes / 2.0 ** d["acc_frac"][0]
-        else:
-            q = codes / 2.0 ** d["out_format"]["frac"]
+    for layer, d in zip(config.exported, meta["layers"], strict=True):
+        exporter = EXPORTERS[layer.kind]
+        ref = float_taps[float_layer(layer).name].double().numpy().reshape(sample, -1)
+        codes = result["taps"][layer.name].reshape(sample, -1)
         rows.append({
-            "layer": spec.name, "kind": d["kind"] if d["kind"] != "pool" else d["mode"] + "pool",
+            "layer": layer.name,
+            "kind": "+".join(EXPORTERS[x.kind].label(x) for x in (layer,) + layer.folded),
             "in_format": d["in_format"], "weight_format": d.get("weight_format"),
             "out_format": d.get("out_format"), "acc_bits": d.get("acc_bits"),
             "activation": d.get("activation", {}).get("kind", "-"),
-            "sqnr_db": round(sqnr_db(ref, q), 2),
+            "sqnr_db": round(sqnr_db(ref, exporter.tap_value(d, codes)), 2),
         })
     return rows
 
@@ -180,7 +178,7 @@ def build_report(config, model, data, bits=DEFAULT_BITS, qat_epochs=None, log=pr
         "layers": layer_table(config, model, golden, meta, data.test),
         "test_images": len(data.test),
     }
-    for row, sat in zip(report["layers"], config.layers, strict=True):
+    for row, sat in zip(report["layers"], config.exported, strict=True):
         row["saturations"] = result["saturations"].get(sat.name, 0)
     return report, confusion
 
@@ -234,7 +232,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     config = load_config(args.config)
     out = Path(args.out) if args.out else build_dir(config)
-    from .model import load_checkpoint
     model = load_checkpoint(config, out / "model.pt")
     data = load_dataset(config.dataset)
     bits = tuple(int(b) for b in args.bits.split(","))

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from core.config import load_config
+from core.data import load_dataset
 from core.errors import cli
 from core.paths import ROOT, SHIPPED_DIR, build_dir
 
-from .data import load_dataset
 from .model import build_model, load_checkpoint, save_checkpoint
 
 __all__ = ["train", "evaluate", "predict", "main"]
@@ -40,7 +40,7 @@ def predict(model, images, batch_size=1000):
 
 
 def evaluate(model, split, batch_size=1000):
-    """Return the accuracy (fraction) of ``model`` on a :class:`quant.data.Split`."""
+    """Return the accuracy (fraction) of ``model`` on a :class:`core.data.Split`."""
     scores = predict(model, split.images, batch_size)
     return float((scores.argmax(1).numpy() == split.labels).mean())
 

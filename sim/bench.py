@@ -18,11 +18,11 @@ from pathlib import Path
 
 import golden
 from core.config import load_config
+from core.data import load_dataset
 from core.errors import UserError, cli
 from core.paths import BUILD_DIR, ROOT, build_dir
 from hw.folding import parse_folding
 from hw.top import LeNetAccelerator
-from quant.data import load_dataset
 
 from .flow import ensure_qmodel, ensure_rtl
 from .runner import simulate

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import golden
+from core.data import load_dataset
 from core.paths import CONFIG_DIR, build_dir
 from hw.folding import derive_folding
-from quant.data import load_dataset
 
 from .flow import ensure_qmodel, ensure_rtl
 

@@ -24,11 +24,11 @@ import numpy as np
 
 import golden
 from core.config import load_config
+from core.data import load_dataset
 from core.errors import UserError, cli
 from core.paths import build_dir
 from hw.folding import FULL_TARGET_CYCLES, fastest_folding, folding_from_config, parse_folding
 from hw.top import LeNetAccelerator
-from quant.data import load_dataset
 
 from .flow import ensure_qmodel, ensure_rtl
 from .runner import simulate

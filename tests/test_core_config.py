@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import pytest
 
 from core.config import LECUN_1998_C3, ConfigError, load_config, parse_config
@@ -197,3 +200,9 @@ def test_weights_hash_ignores_quant_and_hardware():
     b = parse_config(BASE + "\n[quant]\nwbits = 4\n[hardware]\nfolding = 'minimal'\n")
     c = parse_config(BASE.replace("kernel = 5", "kernel = 3"))
     assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256
+
+
+def test_layers_copy_and_pickle():
+    config = load_config("lenet5-1998")
+    assert copy.deepcopy(config.layers) == config.layers
+    assert pickle.loads(pickle.dumps(config.layers[2])).connections == LECUN_1998_C3

@@ -18,7 +18,7 @@ ALLOWED = {
     "hw": {"core", "golden"},
     "fpga": {"core", "golden", "hw"},
     "quant": {"core", "golden"},
-    "sim": {"core", "golden", "hw", "quant.data"},
+    "sim": {"core", "golden", "hw"},
 }
 
 

@@ -1,10 +1,12 @@
 import pytest
 import torch
+from torch import nn
 
 from core.config import load_config
+from core.paths import SHIPPED_DIR
 from quant.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
 
-PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998"]
+PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998", "lenet5-bn-gap"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -17,6 +19,35 @@ def test_shapes_follow_config(preset):
     assert scores.shape == (3, 10)
     for layer in config.layers:
         assert tuple(taps[layer.name].shape[1:]) in (layer.out_shape, (layer.out_features,))
+
+
+def test_shipped_checkpoint_keeps_its_state_dict_keys():
+    config = load_config("lenet5")
+    model = load_checkpoint(config, SHIPPED_DIR / "lenet5.pt")
+    assert list(model.state_dict()) == [
+        "layers.0.conv.weight", "layers.0.conv.bias", "layers.2.conv.weight",
+        "layers.2.conv.bias", "layers.4.fc.weight", "layers.4.fc.bias", "layers.5.fc.weight",
+        "layers.5.fc.bias", "layers.6.fc.weight", "layers.6.fc.bias"]
+
+
+def test_1998_keeps_its_state_dict_keys():
+    keys = list(build_model(load_config("lenet5-1998")).state_dict())
+    assert keys[2:4] == ["layers.1.coef", "layers.1.bias"]
+    assert keys[-1] == "layers.6.centers"
+
+
+def test_batchnorm_is_2d_after_a_conv_and_1d_after_a_dense():
+    model = build_model(load_config("lenet5-bn-gap"))
+    norms = [(type(m.bn), m.bn.num_features, m.bn.eps) for m in model.layers if hasattr(m, "bn")]
+    assert norms == [(nn.BatchNorm2d, 6, 1e-5), (nn.BatchNorm2d, 16, 1e-5),
+                     (nn.BatchNorm2d, 120, 1e-5), (nn.BatchNorm1d, 84, 1e-5)]
+
+
+def test_gap_is_the_mean_of_each_map():
+    config = load_config("lenet5-bn-gap")
+    gap = build_model(config).layers[8]
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    assert torch.equal(gap(x), x.mean(dim=(2, 3)).view(2, 3, 1, 1))
 
 
 def test_sparse_c3_uses_only_connected_pairs():

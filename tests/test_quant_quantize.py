@@ -2,19 +2,24 @@
 
 import copy
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from core.config import load_config
+from core.config import load_config, parse_config
+from core.data import load_dataset
+from core.kinds import gap_scale
+from golden import layers as GL
 from golden.model import IntegerModel
-from quant.data import load_dataset
+from quant.layers import MODULES, activation_fn, float_parameters
 from quant.model import load_checkpoint
 from quant.quantize import export, fake_predict, quantize
 from quant.train import ROOT, evaluate, train
 
-PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998"]
+PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998", "lenet5-bn-gap"]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +97,6 @@ def test_accumulators_hold_extreme_inputs(models, data):
 def test_per_layer_override(models, data):
     config = load_config("lenet5")
     text = config.path.read_text() + "\n[quant.layers.c3]\nwbits = 4\nabits = 6\n"
-    from core.config import parse_config
     custom = parse_config(text, config.path)
     model = copy.deepcopy(models["lenet5"])
     model.config = custom
@@ -102,6 +106,77 @@ def test_per_layer_override(models, data):
     assert c3["weight_format"]["bits"] == 4 and c3["out_format"]["bits"] == 6
     assert meta["layers"][3]["in_format"]["bits"] == 6
     assert_identical(qnet, data.test.images[:200])
+
+
+def test_bn_gap_exact_at_4_bits_per_channel(models, data):
+    config = load_config("lenet5-bn-gap")
+    qnet = quantize(config, copy.deepcopy(models["lenet5-bn-gap"]), data, 4, 4,
+                    per_channel=True)
+    golden = assert_identical(qnet, data.test.images[:300])
+    assert set(golden["taps"]) == {"c1", "s2", "c3", "s4", "c5", "gap", "f6", "out"}
+
+
+def test_bn_gap_export(models, data):
+    """Batchnorms have no record: the conv or dense before them carries the fold and the
+    batchnorm's activation; the gap record holds gap_scale of its 5x5 map."""
+    qnet = quantize(load_config("lenet5-bn-gap"), copy.deepcopy(models["lenet5-bn-gap"]), data)
+    meta, arrays = export(qnet)
+    layers = {d["name"]: d for d in meta["layers"]}
+    assert list(layers) == ["c1", "s2", "c3", "s4", "c5", "gap", "f6", "out"]
+    assert [layers[n]["activation"] for n in ("c1", "c3", "c5", "f6")] == [{"kind": "relu"}] * 4
+    mul, shift = gap_scale(25)
+    assert (mul, shift) == (41943, 20)
+    c5 = layers["c5"]["out_format"]
+    assert layers["gap"] == {
+        "name": "gap", "kind": "gap", "in_format": c5, "out_format": c5, "in_shape": [120, 5, 5],
+        "out_shape": [120, 1, 1], "mul": mul, "shift": shift, "final": False, "arrays": {}}
+    w, _ = float_parameters(qnet.model, qnet.config.exported[0])
+    frac = layers["c1"]["weight_format"]["frac"]
+    codes = np.floor(w.detach().numpy() * 2.0 ** frac + 0.5).clip(-128, 127)
+    assert np.array_equal(arrays["c1.weight"], codes.astype(np.int64))
+
+
+def test_gap_rounds_half_up_and_saturates_like_golden():
+    """The fake-quantized gap equals golden's on random codes, the extremes of the format and
+    sums near rounding ties."""
+    layer = next(x for x in load_config("lenet5-bn-gap").exported if x.kind == "gap")
+    fmt = {"bits": 4, "frac": 2, "signed": True}
+    codes = torch.randint(-8, 8, (64, 120, 5, 5), generator=torch.Generator().manual_seed(0))
+    codes[0] = 7
+    codes[1] = -8
+    codes[2] = 0
+    codes[2, :, 0, :3] = torch.arange(-60, 60).view(120, 1) % 7 - 3  # small sums, near ties
+    qnet = SimpleNamespace(config=SimpleNamespace(exported=[layer]), plan=[{"in": fmt}])
+    sat = {}
+    out = MODULES["gap"].forward(qnet, 0, codes.double() / 4, sat, torch.float64)
+    mul, shift = gap_scale(25)
+    expected, saturations = GL.global_avgpool(codes.numpy().astype(np.int64), mul, shift, fmt)
+    assert np.array_equal((out * 4).numpy().astype(np.int64), expected)
+    assert sat == {"gap": saturations}
+
+
+def test_batchnorm_fold_matches_the_float_model(models, data):
+    """Float conv/dense + batchnorm in eval mode equals the folded float weights (float-vs-float:
+    the only comparison with a tolerance)."""
+    model = copy.deepcopy(models["lenet5-bn-gap"]).eval()
+    config = model.config
+    taps = {}
+    images = torch.from_numpy(data.test.images[:64])
+    with torch.no_grad():
+        model(images, taps=taps)
+        for layer in config.exported:
+            if not layer.folded:
+                continue
+            w, b = float_parameters(model, layer)
+            previous = config.layers[layer.index - 1].name if layer.index else None
+            x = (model.prepare(images) if previous is None else taps[previous]).double()
+            expected = taps[layer.folded[-1].name].double()
+            act = activation_fn(layer.activation)
+            if w.dim() == 4:
+                got = act(F.conv2d(x, w, b, padding=layer.padding))
+            else:
+                got = act(F.linear(x.flatten(1), w, b))
+            assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), layer.name
 
 
 def small_train(data, n):
@@ -119,6 +194,24 @@ def test_qat_model_stays_exact(preset, models, data):
         qat.model.parameters(), models[preset].parameters(), strict=True))
     assert changed
     assert_identical(qat, data.test.images[:300])
+
+
+def test_qat_trains_through_the_fold(models, data):
+    """QAT reaches the conv weights and the batchnorm's γ and β through the fold; the running
+    statistics the fold reads stay those of the float model."""
+    config = load_config("lenet5-bn-gap")
+    config = dataclasses.replace(config, quant=dict(config.quant, qat_epochs=1))
+    float_model = models["lenet5-bn-gap"]
+    qat = quantize(config, copy.deepcopy(float_model), small_train(data, 256), 4, 4,
+                   use_qat=True, log=lambda *a: None)
+    for name in ("conv.weight", "conv.bias"):
+        assert not torch.equal(qat.model.layers[0].get_parameter(name),
+                               float_model.layers[0].get_parameter(name))
+    after, before = qat.model.layers[1].bn, float_model.layers[1].bn
+    assert not torch.equal(after.weight, before.weight)
+    assert not torch.equal(after.bias, before.bias)
+    assert torch.equal(after.running_mean, before.running_mean)
+    assert torch.equal(after.running_var, before.running_var)
 
 
 @pytest.mark.slow

@@ -2,7 +2,12 @@ import json
 import subprocess
 import sys
 
-from quant.train import ROOT
+from core.config import load_config
+from core.data import load_dataset
+from golden.model import IntegerModel
+from quant.quantize import export, quantize
+from quant.report import layer_table
+from quant.train import ROOT, train
 
 
 def test_report_writes_markdown_json_and_plots(tmp_path):
@@ -24,3 +29,20 @@ def test_report_writes_markdown_json_and_plots(tmp_path):
     assert "| 8 |" in text and "quant_accuracy.png" in text
     for png in ("quant_accuracy.png", "quant_confusion.png", "quant_sqnr.png"):
         assert (reports / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_layer_table_rows_are_the_exported_layers():
+    """A folded batchnorm shows in its conv's or dense's row; SQNR compares with its output."""
+    config = load_config("lenet5-bn-gap")
+    data = load_dataset("mnist")
+    model, _ = train(config, data, epochs=1, limit=1000, log=lambda *a: None)
+    qnet = quantize(config, model, data)
+    meta, arrays = export(qnet)
+    split = type(data.test)(data.test.images[:200], data.test.labels[:200])
+    rows = layer_table(config, model, IntegerModel(meta, arrays), meta, split, sample=200)
+    assert [(r["layer"], r["kind"], r["activation"]) for r in rows] == [
+        ("c1", "conv+batchnorm", "relu"), ("s2", "maxpool", "-"),
+        ("c3", "conv+batchnorm", "relu"), ("s4", "maxpool", "-"),
+        ("c5", "conv+batchnorm", "relu"), ("gap", "gap", "-"), ("f6", "dense+batchnorm", "relu"),
+        ("out", "dense", "none")]
+    assert all(r["sqnr_db"] > 10 for r in rows)

@@ -87,7 +87,7 @@ def test_rbf_loss_sees_unsaturated_logits(monkeypatch):
     import torch.nn.functional as F
 
     import quant.train as qt
-    from quant.data import load_dataset
+    from core.data import load_dataset
     seen = []
     real = F.cross_entropy
 

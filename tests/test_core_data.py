@@ -4,8 +4,8 @@ import pickle
 import numpy as np
 import pytest
 
-from quant import data as qdata
-from quant.data import DataError, load_dataset, read_idx
+from core.data import DataError, load_dataset, read_idx
+from core import data as qdata
 
 
 def write_idx(path, array, magic_type=0x08, gz=False, truncate=0):

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
-from core.paths import BUILD_DIR
+from .errors import UserError
+from .paths import BUILD_DIR
 
 __all__ = ["DataError", "Split", "Dataset", "load_dataset", "read_idx", "MNIST_PKL_SHA256"]
 
