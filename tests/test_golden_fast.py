@@ -368,21 +368,6 @@ class TestLayout:
 
 
 class TestBlas:
-    def test_one_thread_restores(self):
-        found = blas.controls()
-        if found is None:                           # another BLAS: nothing to hold
-            with blas.one_thread(), blas.one_thread():
-                pass
-            return
-        get, _ = found
-        before = get()
-        with blas.one_thread():
-            assert get() == 1
-            with blas.one_thread():
-                assert get() == 1
-            assert get() == 1
-        assert get() == before
-
     def test_run_restores(self):
         found = blas.controls()
         before = found[0]() if found else None

@@ -1,16 +1,15 @@
-"""The cocotb testbench (sim/) on the real lenet5 RTL: results, cycles, stress, reset, faults."""
-
-import copy
+"""sim.runner: the cocotb testbench built and run on the real lenet5 RTL (Icarus, Verilator);
+the JUnit verdict and the waves file."""
 
 import numpy as np
 import pytest
 
-import golden
-from sim.fixtures import QMODEL_DIR, fast_rtl, lenet5_qmodel, mnist_images
+from sim import runner
+from sim.fixtures import QMODEL_DIR, fast_rtl, mnist_images
 from sim.runner import simulate
-from sim.tools import simulator_available
+from sim.tools import SimulatorMissing, simulator_available
 
-pytestmark = [pytest.mark.sim, pytest.mark.usefixtures("discard_unused_elaboratables"),
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
               pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 
@@ -44,6 +43,47 @@ def _assert_clean(result, n):
     assert result["passed"]
 
 
+@pytest.mark.parametrize("cases,passed", [
+    ('<testcase name="stream"/>', True),
+    ('<testcase name="stream"/><testcase name="reset_mid_image"/>', True),
+    ('<testcase name="stream"><failure message="x"/></testcase>', False),
+    ('<testcase name="stream"/><testcase name="b"><error message="x"/></testcase>', False),
+    ("", False)])                                # no test ran: not a pass
+def test_junit_verdict(tmp_path, cases, passed):
+    xml = tmp_path / "results.xml"
+    xml.write_text(f'<testsuites><testsuite name="t">{cases}</testsuite></testsuites>')
+    assert runner._junit_passed(xml) is passed
+
+
+def test_junit_verdict_of_a_missing_or_broken_file(tmp_path):
+    assert runner._junit_passed(tmp_path / "none.xml") is False
+    (tmp_path / "broken.xml").write_text("<testsuites>")
+    assert runner._junit_passed(tmp_path / "broken.xml") is False
+
+
+def test_find_waves_prefers_fst_then_the_first_folder(tmp_path):
+    build, run = tmp_path / "build", tmp_path / "run"
+    build.mkdir()
+    run.mkdir()
+    assert runner._find_waves(build, run) is None
+    (run / "dump.vcd").write_text("")
+    assert runner._find_waves(build, run) == str(run / "dump.vcd")
+    (run / "b.fst").write_text("")
+    (run / "a.fst").write_text("")
+    assert runner._find_waves(build, run) == str(run / "a.fst")
+    (build / "z.fst").write_text("")
+    assert runner._find_waves(build, run) == str(build / "z.fst")
+
+
+def test_build_without_the_simulator(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SimulatorMissing) as info:
+        runner.build("icarus", tmp_path / "top.v", tmp_path / "build")
+    assert str(info.value).startswith("Icarus Verilog is missing")
+    assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.sim
 def test_icarus_images_and_taps(rtl, tmp_path):
     _need("icarus")
     result, _ = _run("icarus", rtl, 2, tmp_path, taps=True)
@@ -54,6 +94,7 @@ def test_icarus_images_and_taps(rtl, tmp_path):
         result["results_xml"]).read()
 
 
+@pytest.mark.sim
 def test_icarus_waves_fst(rtl, tmp_path):
     _need("icarus")
     result, _ = _run("icarus", rtl, 1, tmp_path, waves=True)
@@ -69,11 +110,13 @@ def verilator_run(rtl, tmp_path_factory):
     return _run("verilator", rtl, 6, tmp_path_factory.mktemp("verilator"))
 
 
+@pytest.mark.sim
 def test_verilator_images(verilator_run):
     result, _ = verilator_run
     _assert_clean(result, 6)
 
 
+@pytest.mark.sim
 def test_verilator_cycles_per_image_equal_model(verilator_run):
     result, cycles = verilator_run
     times = [o["cycle"] for o in result["outputs"]]
@@ -82,6 +125,7 @@ def test_verilator_cycles_per_image_equal_model(verilator_run):
     assert set(intervals[1:].tolist()) == {cycles["cycles_per_image"]}
 
 
+@pytest.mark.sim
 @pytest.mark.slow
 def test_verilator_stress_gaps_backpressure(rtl, tmp_path):
     _need("verilator")
@@ -89,46 +133,3 @@ def test_verilator_stress_gaps_backpressure(rtl, tmp_path):
     result, _ = _run("verilator", rtl, n, tmp_path, first=100, gaps=0.3, backpressure=0.3,
                      seed=7)
     _assert_clean(result, n)                 # nothing lost, duplicated (+64 idle cycles) or bad
-
-
-def test_reset_mid_image(rtl, tmp_path):
-    _need("icarus")
-    result, _ = _run("icarus", rtl, 4, tmp_path, test="reset_mid_image")
-    assert result["passed"], result["mismatches"]
-    assert len(result["outputs"]) == 3
-    assert result["mismatches"] == []
-
-
-def _corrupt(model, layer):
-    """Return arrays with the largest-magnitude weight of ``layer`` negated."""
-    name = next(entry for entry in model.meta["layers"] if entry["name"] == layer)
-    key = name["arrays"]["weight"]
-    arrays = {k: np.array(v) for k, v in model.arrays.items()}
-    w = arrays[key]
-    index = np.unravel_index(np.argmax(np.abs(w)), w.shape)
-    w[index] = -w[index] if w[index] != -128 else 127
-    return arrays, key
-
-
-def test_corrupted_weight_names_first_divergent_layer(tmp_path):
-    _need("icarus")
-    model = lenet5_qmodel()
-    arrays, key = _corrupt(model, "c3")
-    images, _ = mnist_images(1)
-    meta = copy.deepcopy(model.meta)
-    meta["arrays"][key]["sha256"] = golden.array_sha256(arrays[key])
-    bad = golden.IntegerModel(meta, arrays).run(images, taps=True)["taps"]
-    good = model.run(images, taps=True)["taps"]
-    assert np.array_equal(bad["s2"], good["s2"]) and not np.array_equal(bad["c3"], good["c3"])
-    # The hardware gets the corrupted weights, golden keeps the original ones.
-    path, cycles, folding = fast_rtl("corrupt-c3", arrays=arrays)
-    result = simulate(sim="icarus", rtl=path, qmodel_dir=QMODEL_DIR, images=images,
-                      out_dir=tmp_path, folding=folding, taps=True, quiet=True)
-    assert not result["passed"]
-    d = result["divergence"]
-    assert d is not None and d["layer"] == "c3", d
-    assert d["image"] == 0
-    c, h, w = good["c3"].shape[1:]
-    y, x = divmod(d["position"], w)
-    assert good["c3"][0, d["channel"], y, x] == d["expected"]
-    assert bad["c3"][0, d["channel"], y, x] == d["got"]
