@@ -22,8 +22,9 @@ class WeightStore(wiring.Component):
     the memory read, then a register, so no memory read shares a cycle with a multiplier).
 
     With ``load`` the memories have no initial contents: ``w`` fills them after reset, lane by
-    lane, word by word, the codes of a word in order (the order of ``words``); ``loaded`` rises
-    after the last, and reads are enabled only from then on. Each memory has one address for its
+    lane, word by word, the codes of a word in order (the order of ``words``); each completed
+    word is registered and written the next cycle (the write ports see only registers);
+    ``loaded`` rises after the last write, and reads are enabled only from then on. Each memory has one address for its
     write and read ports and never writes and reads in one cycle (a single-port RAM, such as
     iCE40 SPRAM, which the memories are named for: :data:`LOADED_WEIGHTS`).
 
@@ -90,28 +91,38 @@ class WeightStore(wiring.Component):
         full = Signal(word)                     # the codes taken so far, the newest last
         m.d.comb += full[simd - 1].eq(self.w.payload)
         m.d.comb += [full[s].eq(gathered[s + 1]) for s in range(simd - 1)]
-        take, write = Signal(), Signal()
-        m.d.comb += [self.w.ready.eq(~self.loaded), take.eq(self.w.valid & self.w.ready),
+        take, write, done = Signal(), Signal(), Signal()
+        m.d.comb += [self.w.ready.eq(~done), take.eq(self.w.valid & self.w.ready),
                      write.eq(take & (elem == simd - 1))]
         with m.If(take):
             m.d.sync += [gathered.eq(full), elem.eq(Mux(elem == simd - 1, 0, elem + 1))]
+        # A completed word is registered before it is written: the memories' write ports see
+        # only registers, never the (combinational) handshake of the stream feeding ``w``.
+        wr_en, wr_last = Signal(), Signal()
+        wr_addr, wr_lane, wr_word = Signal(counter_shape(rows)), Signal(counter_shape(pe)), \
+            Signal(word)
+        m.d.sync += wr_en.eq(write)
         with m.If(write):
+            last = (addr == rows - 1) & (lane == pe - 1)
+            m.d.sync += [wr_addr.eq(addr), wr_lane.eq(lane), wr_word.eq(full),
+                         wr_last.eq(last)]
+            with m.If(last):
+                m.d.sync += done.eq(1)
             with m.If(addr == rows - 1):
-                m.d.sync += addr.eq(0)
-                with m.If(lane == pe - 1):
-                    m.d.sync += self.loaded.eq(1)
-                with m.Else():
-                    m.d.sync += lane.eq(lane + 1)
+                m.d.sync += [addr.eq(0), lane.eq(lane + 1)]
             with m.Else():
                 m.d.sync += addr.eq(addr + 1)
+        with m.If(wr_en & wr_last):
+            m.d.sync += self.loaded.eq(1)
         shared = Signal(counter_shape(rows))
-        m.d.comb += shared.eq(Mux(self.loaded, self.addr, addr))
+        m.d.comb += shared.eq(Mux(self.loaded, self.addr, wr_addr))
         ports = []
         for k in range(pe):
             ram = Memory(shape=word, depth=rom_depth(rows), init=[])
             m.submodules[f"{LOADED_WEIGHTS}_{k}"] = ram
             wr, rd = ram.write_port(), ram.read_port()
-            m.d.comb += [wr.addr.eq(shared), wr.data.eq(full), wr.en.eq(write & (lane == k)),
+            m.d.comb += [wr.addr.eq(shared), wr.data.eq(wr_word),
+                         wr.en.eq(wr_en & (wr_lane == k)),
                          rd.addr.eq(shared), rd.en.eq(self.en & self.loaded)]
             ports.append(rd)
         return ports

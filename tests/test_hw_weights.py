@@ -36,7 +36,8 @@ def test_reads_and_latency(load, pe, simd):
     seen = run_cycles(dut, inputs, probe)
     start = len(inputs) - len(addrs) - 3
     if load:
-        assert [loaded for loaded, _ in seen[start - 2:start + 1]] == [0, 1, 1]
+        # the last word is registered, written the next cycle, then ``loaded`` rises
+        assert [loaded for loaded, _ in seen[start - 2:start + 1]] == [0, 0, 1]
     got = [data for _, data in seen[start:]]
     want = [[words[p][a] for p in range(pe)] for a in addrs]
     assert got[WeightStore.latency:WeightStore.latency + len(addrs)] == want
