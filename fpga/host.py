@@ -10,7 +10,6 @@ its ``rx`` pin with the bytes this module encodes, decodes its ``tx`` pin and co
 golden model (a small random model unless a model is given).
 """
 
-import argparse
 import time
 from pathlib import Path
 
@@ -21,43 +20,71 @@ from core.errors import UserError, cli
 from golden import IntegerModel, random_images, random_qmodel
 
 from .board import BOARD_DEVICES, BOARDS
-from .cli import add_model_arguments, load_argument, resolve_model
+from .cli import ArgumentParser, add_model_arguments, load_argument, positive, resolve_model
 from .gateware import ByteLink, UartAccelerator
 from .link import decode_reply, encode_image, model_reply_layout, reply_bytes
 
-__all__ = ["SerialLink", "simulate_uart", "check", "read_images", "main"]
+__all__ = ["SerialLink", "simulate_uart", "check", "read_images", "check_images",
+           "MIN_DIVISOR", "main"]
+
+#: The fewest clock cycles per bit the UART receiver (:class:`fpga.uart.UartRx`) takes.
+MIN_DIVISOR = 3
 
 
 class SerialLink:
     """The board of the integer model ``meta`` on a serial port (needs ``pyserial``).
 
     Send the weights first with :meth:`load_weights` when the bitstream was built with
-    ``--load``.
+    ``--load``. A missing pyserial, a port that cannot be opened, a baud rate the port refuses
+    and a board that does not answer within ``timeout`` seconds each raise
+    :class:`UserError`.
     """
     def __init__(self, meta, port, baud=115200, timeout=5.0):
         try:
             import serial
         except ImportError:
-            raise RuntimeError("pyserial is missing: '.venv/bin/pip install pyserial'") from None
+            raise UserError("pyserial is missing, and talking to a board needs it: "
+                            "'.venv/bin/pip install pyserial' (or --self-test, which needs no "
+                            "board)") from None
         self._meta = meta
         self._reply = model_reply_layout(meta)
-        self._serial = serial.Serial(port, baud, timeout=timeout)
-        self._serial.reset_input_buffer()
+        self._port = port
+        self._timeout = timeout
+        try:
+            self._serial = serial.Serial(port, baud, timeout=timeout, write_timeout=timeout)
+            self._serial.reset_input_buffer()
+        except ValueError as exc:
+            raise UserError(f"--baud={baud}: the port refuses it ({exc})") from None
+        except (OSError, serial.SerialException) as exc:
+            raise UserError(f"--port {port}: cannot open it ({exc}); check the device name "
+                            f"(e.g. /dev/ttyUSB1) and its permissions") from None
+        self._errors = (OSError, serial.SerialException)
+
+    def _write(self, data):
+        try:
+            self._serial.write(data)
+            self._serial.flush()
+        except self._errors as exc:
+            raise UserError(f"--port {self._port}: writing failed ({exc}); check the "
+                            f"cable and that the bitstream is loaded") from None
 
     def load_weights(self, weights):
         """Send the weight bytes (:meth:`fpga.gateware.ByteLink.weight_stream`), once after the
         bitstream is loaded."""
-        self._serial.write(weights)
-        self._serial.flush()
+        self._write(weights)
 
     def classify(self, image):
         """Send one image; return its decoded reply (``{"cls", "scores"}``)."""
         total = reply_bytes(self._reply)
-        self._serial.write(encode_image(self._meta, image))
-        reply = self._serial.read(total)
+        self._write(encode_image(self._meta, image))
+        try:
+            reply = self._serial.read(total)
+        except self._errors as exc:
+            raise UserError(f"--port {self._port}: reading failed ({exc})") from None
         if len(reply) != total:
-            raise TimeoutError(f"the board sent {len(reply)} of {total} reply bytes; check "
-                               f"the port, the baud rate and that the bitstream is loaded")
+            raise UserError(f"no answer from the board on {self._port}: {len(reply)} of {total} "
+                            f"reply bytes within {self._timeout:g} s; check the port, the baud "
+                            f"rate and that the bitstream is loaded")
         return decode_reply(self._reply, reply)
 
     def close(self):
@@ -131,6 +158,16 @@ def check(meta, arrays, images, replies):
     return bad, expect
 
 
+def check_images(meta, images, source):
+    """Raise :class:`UserError` unless every image of ``images`` is one the byte protocol
+    sends for ``meta`` (shape, 8-bit codes); ``source`` names where they came from."""
+    for n, image in enumerate(images):
+        try:
+            encode_image(meta, image)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"{source}: image {n}: {exc}") from None
+
+
 def read_images(path, count):
     """Return ``(images, labels)``: the first ``count`` images of an ``.npy`` or ``.npz`` file.
 
@@ -139,6 +176,9 @@ def read_images(path, count):
     data cache ``build/data/mnist.npz`` does.
     """
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--images-file {path}: no such file; give an .npy of uint8 images or "
+                        f"an .npz with 'images' (and 'labels')")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False)[:count], None
@@ -146,7 +186,7 @@ def read_images(path, count):
             for images, labels in (("images", "labels"), ("test_images", "test_labels")):
                 if images in z:
                     return z[images][:count], (z[labels][:count] if labels in z else None)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"--images-file {path}: unreadable ({exc}); give an .npy of uint8 "
                         f"images or an .npz with 'images' (and 'labels')") from None
     raise UserError(f"--images-file {path}: no 'images' or 'test_images' array; give an .npz "
@@ -161,14 +201,15 @@ SELF_TEST_LAYERS = [{"kind": "conv", "out_channels": 2, "kernel": 3},
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fpga.host",
-                                     description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m fpga.host", description=__doc__.split("\n")[0])
     add_model_arguments(parser)
     parser.add_argument("--port", help="serial port of the board, e.g. /dev/ttyUSB1")
     parser.add_argument("--board", choices=sorted(BOARDS),
                         help="the board the bitstream was built for: its device's config table "
                              "gives the folding and loaded layers, as in fpga.board")
     parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds to wait for each reply (5)")
     parser.add_argument("--images", type=int, default=16, help="how many images (16)")
     parser.add_argument("--images-file",
                         help=".npy of uint8 images or .npz with 'images' (and 'labels'), e.g. "
@@ -176,29 +217,50 @@ def main(argv=None):
     parser.add_argument("--self-test", action="store_true",
                         help="no hardware: simulate the UART top (random model without "
                              "--qmodel/--config)")
-    parser.add_argument("--divisor", type=int, default=4,
-                        help="clock cycles per bit in --self-test (4)")
+    parser.add_argument("--divisor", type=int, default=None,
+                        help=f"clock cycles per bit in --self-test (4, at least {MIN_DIVISOR})")
     args = parser.parse_args(argv)
+    if args.self_test and args.port:
+        raise UserError("give --port (a board) or --self-test (simulation), not both")
     if not args.self_test and not args.port:
-        parser.error("give --port (a board) or --self-test (simulation)")
+        raise UserError("give --port (a board) or --self-test (simulation)")
+    positive("--images", args.images, integer=True, default="16")
+    if args.self_test:
+        divisor = 4 if args.divisor is None else args.divisor
+        if divisor < MIN_DIVISOR:
+            raise UserError(f"--divisor={divisor} must be at least {MIN_DIVISOR} clock cycles "
+                            f"per bit (the UART receiver's minimum); leave it out for 4")
+    elif args.divisor is not None:
+        raise UserError("--divisor applies to --self-test only; a board's divisor is its clock "
+                        "/ --baud")
+    else:
+        positive("--baud", args.baud, integer=True, default="115200")
+        positive("--timeout", args.timeout, default="5 seconds")
     if args.config or args.qmodel:
         device = BOARD_DEVICES[args.board] if args.board else None
-        meta, arrays, folding, _, _ = resolve_model(parser, args, device)
+        meta, arrays, folding, _, _ = resolve_model(args, device)
     elif args.self_test:
+        if args.folding or args.target_cycles or args.load:
+            raise UserError("--folding, --target-cycles and --load need a model: give "
+                            "--config or --qmodel")
         meta, arrays = random_qmodel(SELF_TEST_LAYERS, 0, height=6, pad=1)
         folding = None
     else:
-        parser.error("give --config or --qmodel with --port")
-    load = load_argument(parser, args, meta)
+        raise UserError("give --config or --qmodel with --port")
+    load = load_argument(args, meta)
     if args.images_file:
         images, labels = read_images(args.images_file, args.images)
+        if len(images) < args.images:
+            raise UserError(f"--images={args.images} but {args.images_file} holds "
+                            f"{len(images)}; give at most {len(images)}")
+        check_images(meta, images, f"--images-file {args.images_file}")
     else:
         images, labels = random_images(meta, args.images, 0), None
     start = time.monotonic()
     if args.self_test:
-        replies = simulate_uart(meta, arrays, images, folding, divisor=args.divisor, load=load)
+        replies = simulate_uart(meta, arrays, images, folding, divisor=divisor, load=load)
     else:
-        link = SerialLink(meta, args.port, args.baud)
+        link = SerialLink(meta, args.port, args.baud, timeout=args.timeout)
         try:
             if load:
                 link.load_weights(ByteLink(meta, arrays, folding, load=load).weight_stream())

@@ -4,6 +4,8 @@ import json
 import re
 from pathlib import Path
 
+from core.provenance import write_bytes
+
 from .devices import NEXTPNR_NAMES, RESOURCES
 
 __all__ = ["yosys_counts", "synth_estimate", "parse_nextpnr_log", "parse_nextpnr_report",
@@ -130,14 +132,13 @@ def _fmt(v):
 
 
 def write_report(result, out_dir):
-    """Write ``<device>.json`` and ``<device>.md`` of a :func:`fpga.synth.synthesize` result;
-    return the JSON's path."""
+    """Write ``<device>.md`` then ``<device>.json`` of a :func:`fpga.synth.synthesize` result,
+    each atomically (:func:`core.provenance.write_bytes`; the JSON, which holds the record
+    that decides reuse, last); return the JSON's path."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     name = result["device"]
     json_path = out / f"{name}.json"
-    json_path.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n",
-                         encoding="utf-8")
+    text = json.dumps(result, indent=2, sort_keys=True, default=str) + "\n"
     lines = [f"# Synthesis: {result.get('device_label') or name}", ""]
     verdict = "fits" if result["fits"] else "**does not fit**: " + "; ".join(
         result["overused"] or [result.get("error", "place and route failed")])
@@ -170,5 +171,9 @@ def write_report(result, out_dir):
         lines.append(f"| {i} | {f['pe']} | {f['simd']} |")
     lines += ["", f"Tools: {result['tools'].get('yosys')}; {result['tools'].get('nextpnr')}.",
               "Seconds: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()) + "."]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if result.get("provenance"):
+        lines += ["", "Inputs (SHA-256): " + ", ".join(
+            f"{k} `{v[:12]}`" for k, v in sorted(result["provenance"].items())) + "."]
+    write_bytes(out / f"{name}.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    write_bytes(json_path, text.encode("utf-8"))
     return json_path

@@ -9,20 +9,29 @@ multipliers (with the MAC lower bound ``cycles ≥ MACs / multipliers``) and aga
 the Pareto front of the designs that fit marked.
 """
 
-import argparse
+import io
 import json
 import math
-from pathlib import Path
 
+from core.errors import UserError, cli
+from core.provenance import BuildLock, write_bytes, write_json
 from hw.cycles import cycle_model
-from hw.folding import assign_multipliers, check_folding, derive_folding
+from hw.folding import assign_multipliers, check_folding, check_load, derive_folding
 
-from .cli import add_model_arguments, load_argument, resolve_model
+from .cli import (
+    ArgumentParser,
+    add_model_arguments,
+    load_argument,
+    output_folder,
+    positive,
+    resolve_model,
+)
 from .devices import DEVICES
-from .synth import rtlil_text, synthesize
-from .tools import ToolError, say
+from .synth import clock_mhz, device_of, synthesize
+from .tools import ToolError, require_tools, say
 
-__all__ = ["fastest_target", "candidate_foldings", "pareto", "sweep", "plot_sweep", "main"]
+__all__ = ["fastest_target", "candidate_foldings", "pareto", "check_points", "check_min_cycles",
+           "sweep", "plot_sweep", "main"]
 
 
 def _try(meta, target, arrays):
@@ -53,8 +62,7 @@ def candidate_foldings(meta, arrays=None, points=8, samples=96, min_cycles=None)
     :func:`derive_folding` gives for them are thinned to ``points`` spread evenly in
     log(cycles), always keeping both ends.
     """
-    if not isinstance(points, int) or points < 2:
-        raise TypeError(f"points must be an integer >= 2, not {points!r}")
+    check_points(points)
     slowest = cycle_model(meta, None, arrays)["cycles_per_image"]
     fastest = max(fastest_target(meta, arrays), min(min_cycles or 0, slowest))
     found = {}
@@ -113,18 +121,26 @@ def _row(n, folding, result):
     return row
 
 
-def _previous(meta, arrays, folding, load, dev, work, freq_mhz):
-    """Return a point's earlier result when its design (RTLIL) and clock are the same."""
-    result_path = work / f"{dev.name}.json"
-    il_path = work / dev.name / "top.il"
-    if not (result_path.is_file() and il_path.is_file()):
+def check_min_cycles(meta, arrays, min_cycles):
+    """Return ``min_cycles`` (None stays None) when it is a positive integer no larger than the
+    minimal folding's cycles per image; else raise :class:`UserError`."""
+    if min_cycles is None:
         return None
-    result = json.loads(result_path.read_text(encoding="utf-8"))
-    if result.get("freq_constraint_mhz") != float(freq_mhz or dev.freq_mhz):
-        return None
-    if il_path.read_text(encoding="utf-8") != rtlil_text(meta, arrays, folding, load):
-        return None
-    return result
+    positive("--min-cycles", min_cycles, integer=True,
+             default="the fastest folding any layer allows")
+    slowest = cycle_model(meta, None, arrays)["cycles_per_image"]
+    if min_cycles > slowest:
+        raise UserError(f"--min-cycles={min_cycles} exceeds the {slowest:,} cycles per image of "
+                        f"the minimal folding, the slowest design: give at most {slowest}")
+    return int(min_cycles)
+
+
+def check_points(points):
+    """Return ``points`` when it is an integer of at least 2 (both ends of the sweep)."""
+    if not isinstance(points, int) or isinstance(points, bool) or points < 2:
+        raise UserError(f"--points={points!r} must be an integer of at least 2 (the minimal "
+                        f"and the fastest folding); leave it out for 8, or give --quick for 3")
+    return points
 
 
 def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), progress=say,
@@ -132,45 +148,49 @@ def sweep(meta, arrays, device, out_dir, *, points=8, freq_mhz=None, load=(), pr
     """Synthesize the foldings of :func:`candidate_foldings`; write and return the table.
 
     Each folding's multipliers beyond the device's DSP blocks are built from LUTs
-    (:func:`hw.folding.assign_multipliers`). With ``resume``, a point whose folder already
-    holds the result of the same design (identical RTLIL, same clock target) is not run again.
+    (:func:`hw.folding.assign_multipliers`). Every argument is checked before anything is
+    written; the output folder's :class:`~core.provenance.BuildLock` is held while the sweep
+    runs and its table, Markdown and plot are written atomically. With ``resume``, a point
+    whose folder holds a result recorded for the same inputs (design, device, options, tools:
+    :func:`fpga.synth.synthesis_record`) is kept; file dates are never consulted.
     """
-    dev = DEVICES[device] if isinstance(device, str) else device
+    dev = device_of(device)
+    points = check_points(points)
+    load = check_load(meta, load)
+    clock_mhz(freq_mhz, dev)
+    min_cycles = check_min_cycles(meta, arrays, min_cycles)
+    out = output_folder(out_dir)
+    require_tools("yosys", dev.family)
     foldings = [assign_multipliers(f, dev.capacity["dsps"])
                 for f in candidate_foldings(meta, arrays, points, min_cycles=min_cycles)]
-    out = Path(out_dir)
-    rows = []
-    for n, folding in enumerate(foldings):
-        progress(f"[sweep {dev.name}] point {n + 1}/{len(foldings)}")
-        work = out / f"sweep-{dev.name}" / f"p{n}"
-        result = _previous(meta, arrays, folding, load, dev, work, freq_mhz) if resume else None
-        if result is not None:
-            progress(f"[sweep {dev.name}] point {n + 1}: the same design's result is in {work}")
+    with BuildLock(out, "sweep"):
+        rows = []
+        for n, folding in enumerate(foldings):
+            progress(f"[sweep {dev.name}] point {n + 1}/{len(foldings)}")
+            work = out / f"sweep-{dev.name}" / f"p{n}"
+            try:
+                result = synthesize(meta, arrays, folding, dev, work, freq_mhz=freq_mhz,
+                                    progress=progress, load=load, reuse=resume,
+                                    tag=f"sweep {dev.name} {n + 1}/{len(foldings)}")
+            except ToolError as exc:
+                # One point's tool failure is a row of the table, not the end of the sweep.
+                progress(f"[sweep {dev.name}] point {n + 1}: {exc}")
+                model = cycle_model(meta, folding, arrays)
+                result = {"cycles_per_image": model["cycles_per_image"],
+                          "multipliers": model["multipliers"], "fits": False,
+                          "macs": model["macs"],
+                          "mac_bound_cycles": -(-model["macs"] // model["multipliers"]),
+                          "error": str(exc), "seconds": {"total": None}}
             rows.append(_row(n, folding, result))
-            continue
-        try:
-            result = synthesize(meta, arrays, folding, dev, out / f"sweep-{dev.name}" / f"p{n}",
-                                freq_mhz=freq_mhz, progress=progress, load=load,
-                                tag=f"sweep {dev.name} {n + 1}/{len(foldings)}")
-        except ToolError as exc:
-            # One point's tool failure is a row of the table, not the end of the sweep.
-            progress(f"[sweep {dev.name}] point {n + 1}: {exc}")
-            model = cycle_model(meta, folding, arrays)
-            result = {"cycles_per_image": model["cycles_per_image"],
-                      "multipliers": model["multipliers"], "fits": False, "macs": model["macs"],
-                      "mac_bound_cycles": -(-model["macs"] // model["multipliers"]),
-                      "error": str(exc), "seconds": {"total": None}}
-        rows.append(_row(n, folding, result))
-    pareto(rows, "luts")
-    pareto(rows, "multipliers")
-    table = {"device": dev.name, "device_label": dev.label, "capacity": dev.capacity,
-             "load": list(load),
-             "macs": rows[0]["macs"] if rows else None, "rows": rows}
-    json_path = out / f"sweep-{dev.name}.json"
-    out.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    _write_markdown(table, out / f"sweep-{dev.name}.md")
-    plot_sweep(table, out / f"sweep-{dev.name}.png")
+        pareto(rows, "luts")
+        pareto(rows, "multipliers")
+        table = {"device": dev.name, "device_label": dev.label, "capacity": dev.capacity,
+                 "load": list(load),
+                 "macs": rows[0]["macs"] if rows else None, "rows": rows}
+        json_path = out / f"sweep-{dev.name}.json"
+        plot_sweep(table, out / f"sweep-{dev.name}.png")
+        _write_markdown(table, out / f"sweep-{dev.name}.md")
+        write_json(json_path, table)
     progress(f"[sweep {dev.name}] {json_path}")
     return table
 
@@ -198,7 +218,7 @@ def _write_markdown(table, path):
                      f"{f(r['mac_bound_cycles'])} | {f(r['multipliers'])} | {f(r['luts'])} | "
                      f"{f(r['ffs'])} | {f(r['dsps'])} | {f(r['brams'])} | {f(r['spram'])} | "
                      f"{f(r['fmax_mhz'])} | {f(r['images_per_second'])} | {fits} | {fold} |")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
     return path
 
 
@@ -233,43 +253,56 @@ def plot_sweep(table, path):
         cap = table["capacity"].get(x if x == "luts" else "dsps")
         if x == "luts" and cap:
             ax.axvline(cap, color="tab:red", linestyle=":", label=f"device: {cap:,} LUTs")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        # Plain numbers at 1, 2 and 5 times powers of ten (log minor labels overlap).
-        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if any(r[x] for r in rows):     # not when every point failed in its tools
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            # Plain numbers at 1, 2 and 5 times powers of ten (log minor labels overlap).
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("cycles per image")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"Folding sweep on {table['device_label'] or table['device']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
     plt.close(fig)
+    write_bytes(path, image.getvalue())
     return path
 
 
+@cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fpga.sweep",
-                                     description="Synthesize foldings from smallest to fastest.")
+    parser = ArgumentParser(prog="python -m fpga.sweep",
+                            description="Synthesize foldings from smallest to fastest.")
     add_model_arguments(parser)
     parser.add_argument("--device", required=True, choices=sorted(DEVICES))
-    parser.add_argument("--points", type=int, default=8, help="foldings to synthesize (8)")
+    parser.add_argument("--points", type=int, default=None, help="foldings to synthesize (8)")
     parser.add_argument("--quick", action="store_true", help="3 points")
     parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the results of points whose design was already built")
+                        help="keep the results of points recorded for the same inputs")
     parser.add_argument("--min-cycles", type=int,
                         help="fastest folding to try, in cycles per image (default: the "
                              "fastest any folding reaches)")
     args = parser.parse_args(argv)
     if args.folding or args.target_cycles:
-        parser.error("the sweep derives its foldings; drop --folding/--target-cycles")
-    meta, arrays, _, _, preset_dir = resolve_model(parser, args, args.device)
-    out = Path(args.out) if args.out else preset_dir / "synth"
-    sweep(meta, arrays, args.device, out, points=3 if args.quick else args.points,
-          freq_mhz=args.freq, load=load_argument(parser, args, meta),
+        raise UserError("the sweep derives its foldings; drop --folding/--target-cycles")
+    if args.quick and args.points is not None:
+        raise UserError("give --points or --quick (3 points), not both")
+    points = check_points(3 if args.quick else 8 if args.points is None else args.points)
+    clock_mhz(args.freq, DEVICES[args.device])
+    out = output_folder(args.out) if args.out else None
+    if args.min_cycles is not None:
+        positive("--min-cycles", args.min_cycles, integer=True,
+                 default="the fastest folding any layer allows")
+    meta, arrays, _, _, preset_dir = resolve_model(args, args.device)
+    load = load_argument(args, meta)
+    out = out if out is not None else output_folder(preset_dir / "synth")
+    sweep(meta, arrays, args.device, out, points=points, freq_mhz=args.freq, load=load,
           min_cycles=args.min_cycles, resume=args.resume)
     for ext in ("json", "md", "png"):
         print(out / f"sweep-{args.device}.{ext}")

@@ -20,19 +20,33 @@ streams (8-bit data, valid, ready each way), so the design has few I/Os and ever
 used; its gather and serializer registers add a few dozen logic cells.
 """
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 from amaranth.back import rtlil
 
-from core.errors import cli
+from core.errors import UserError, cli
+from core.provenance import (
+    BuildLock,
+    changed,
+    describe_changes,
+    read_json,
+    sha256_bytes,
+    sha256_json,
+    write_bytes,
+)
 from hw.cycles import cycle_model
 from hw.folding import check_folding, check_load
 
-from .cli import add_model_arguments, load_argument, resolve_model
+from .cli import (
+    ArgumentParser,
+    add_model_arguments,
+    load_argument,
+    output_folder,
+    positive,
+    resolve_model,
+)
 from .devices import BRAM_BITS, DEVICES, RESOURCES, Device, spram_script
 from .gateware import ByteLink
 from .report import (
@@ -43,9 +57,16 @@ from .report import (
     write_report,
     yosys_counts,
 )
-from .tools import Progress, ToolError, say, tail_text, tool, tool_versions
+from .tools import Progress, ToolError, require_tools, say, tail_text, tool, tool_versions
 
-__all__ = ["synthesize", "synthesis_top", "rtlil_text", "io_pins", "parse_budget", "main"]
+__all__ = ["synthesize", "synthesis_top", "rtlil_text", "io_pins", "parse_budget",
+           "device_of", "clock_mhz", "synthesis_record", "RECORD_FIELDS", "main"]
+
+#: The inputs a synthesis result records (``provenance`` of ``<device>.json``), each a SHA-256:
+#: ``design`` the RTLIL synthesized (it holds the integer model's weights, the folding and the
+#: loaded layers), ``device`` the target with its budget and tool options, ``options`` the
+#: clock constraint, placement seed and ABC9 choice, ``tools`` the Yosys and nextpnr versions.
+RECORD_FIELDS = ("design", "device", "options", "tools")
 
 
 def synthesis_top(meta, arrays, folding=None, load=()):
@@ -65,8 +86,44 @@ def io_pins(top):
     return sum(len(value) for _, _, value in top.signature.flatten(top)) + 2
 
 
+def device_of(device):
+    """Return the :class:`Device` of ``device`` (a :data:`DEVICES` key or a :class:`Device`)."""
+    if isinstance(device, Device):
+        return device
+    if isinstance(device, str) and device in DEVICES:
+        return DEVICES[device]
+    raise UserError(f"unknown device {device!r}; known: {', '.join(sorted(DEVICES))}")
+
+
+def clock_mhz(freq_mhz, dev):
+    """Return the clock constraint in MHz: ``freq_mhz``, or ``dev``'s default when None.
+
+    Raise :class:`UserError` unless ``freq_mhz`` is a positive finite number (0 used to mean
+    the default silently)."""
+    default = f"the {dev.name} default of {dev.freq_mhz:g} MHz"
+    return float(positive("--freq", freq_mhz, default=default) or dev.freq_mhz)
+
+
+def _check_seed(seed):
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise UserError(f"--seed={seed!r} must be a non-negative integer (nextpnr's placement "
+                        f"seed); leave it out for 1")
+    return seed
+
+
+def synthesis_record(dev, il_text, freq, seed, abc9):
+    """Return the provenance record of synthesizing the RTLIL ``il_text`` for ``dev`` (see
+    :data:`RECORD_FIELDS`); runs the tools once for their versions."""
+    device = {"name": dev.name, "family": dev.family, "nextpnr_args": list(dev.nextpnr_args),
+              "synth_args": list(dev.synth_args), "capacity": dev.capacity,
+              "budget": list(dev.budget)}
+    return {"design": sha256_bytes(il_text.encode("utf-8")), "device": sha256_json(device),
+            "options": sha256_json({"freq_mhz": float(freq), "seed": seed, "abc9": bool(abc9)}),
+            "tools": sha256_json(tool_versions(dev.family))}
+
+
 def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth", *,
-               freq_mhz=None, seed=1, abc9=True, load=(), progress=say, tag=None):
+               freq_mhz=None, seed=1, abc9=True, load=(), progress=say, tag=None, reuse=False):
     """Synthesize, place and route the accelerator for ``device``; return the result dict.
 
     ``device`` is a :data:`DEVICES` key or a :class:`Device` (``Device.with_budget`` gives a
@@ -76,18 +133,28 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
     A design that does not fit returns ``fits=False`` with ``overused`` naming the resources
     (nextpnr is skipped when the synthesized netlist already exceeds a hard resource); a
     place-and-route failure for another reason gives ``fits=False`` and ``error``.
+
+    Every argument is checked (and the tools looked up) before anything is written; then the
+    folder's :class:`~core.provenance.BuildLock` is held while writing. The result's
+    ``provenance`` records its inputs (:func:`synthesis_record`). With ``reuse``, an existing
+    ``<device>.json`` recorded for the same inputs is returned without running the tools
+    (decided by the record, never by file dates); otherwise a differing record prints
+    ``rebuilding <json>: inputs changed: ...``.
     """
-    dev = DEVICES[device] if isinstance(device, str) else device
-    if not isinstance(dev, Device):
-        raise TypeError(f"device must be one of {', '.join(DEVICES)} or a Device, not "
-                        f"{device!r}")
+    dev = device_of(device)
     folding = check_folding(meta, folding)
     load = check_load(meta, load)
-    freq = float(freq_mhz or dev.freq_mhz)
-    out = Path(out_dir)
+    freq = clock_mhz(freq_mhz, dev)
+    seed = _check_seed(seed)
+    out = output_folder(out_dir)
+    require_tools("yosys", dev.family)
+    with BuildLock(out, "synth"):
+        return _synthesize(meta, arrays, folding, dev, out, freq, seed, abc9, load,
+                           Progress(tag or f"synth {dev.name}", progress), reuse)
+
+
+def _synthesize(meta, arrays, folding, dev, out, freq, seed, abc9, load, prog, reuse):
     work = out / dev.name
-    work.mkdir(parents=True, exist_ok=True)
-    prog = Progress(tag or f"synth {dev.name}", progress)
     model = cycle_model(meta, folding, arrays)
     prog.say(f"folding {json.dumps(folding)}: {model['cycles_per_image']} cycles/image, "
              f"{model['multipliers']} multipliers")
@@ -96,9 +163,18 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
     start = time.monotonic()
     prog.say("elaborate: Amaranth → RTLIL")
     top = synthesis_top(meta, arrays, folding, load)
-    (work / "top.il").write_text(rtlil.convert(top, name="top", emit_src=False),
-                                 encoding="utf-8")
+    il_text = rtlil.convert(top, name="top", emit_src=False)
     seconds["elaborate"] = round(time.monotonic() - start, 1)
+    record = synthesis_record(dev, il_text, freq, seed, abc9)
+    json_path = out / f"{dev.name}.json"
+    previous = read_json(json_path)
+    if previous is not None:
+        names = changed(previous.get("provenance"), record)
+        if reuse and not names:
+            prog.say(f"{json_path} was made from the same inputs; kept")
+            return previous
+        prog.say(f"rebuilding {json_path}: {describe_changes(names)}")
+    write_bytes(work / "top.il", il_text.encode("utf-8"))
 
     synth = "synth_ice40" if dev.family == "ice40" else "synth_ecp5"
 
@@ -108,7 +184,7 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
                               "netlist.json"])
         script = f"read_rtlil top.il\n{spram_script(dev.family)}\n{synth_cmd}\n" \
                  f"tee -q -o stat.json stat -json\n"
-        (work / "synth.ys").write_text(script, encoding="utf-8")
+        write_bytes(work / "synth.ys", script.encode("utf-8"))
         return prog.run(f"yosys {synth}", [tool("yosys"), "-q", "-l", "yosys.log", "-s",
                                            "synth.ys"], work / "yosys.out", work,
                         tail=work / "yosys.log")
@@ -205,6 +281,7 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
                                    if result["fmax_mhz"] else None)
     result["brams_bits"] = BRAM_BITS[dev.family]
     result["tools"] = tool_versions(dev.family)
+    result["provenance"] = record
     seconds["total"] = round(prog.elapsed(), 1)
     result["seconds"] = seconds
     write_report(result, out)
@@ -220,7 +297,7 @@ def synthesize(meta, arrays, folding=None, device="up5k", out_dir="build/synth",
 def parse_budget(text):
     """Return ``{resource: int}`` of ``--budget`` text such as ``"luts=3000,dsps=4"``."""
     budget = {}
-    for item in filter(None, (text or "").split(",")):
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
         key, _, value = item.partition("=")
         if not value.strip().isdigit():
             raise ValueError(f"{item!r} is not resource=count, e.g. 'luts=3000'")
@@ -230,8 +307,8 @@ def parse_budget(text):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fpga.synth",
-                                     description="Synthesize, place and route the accelerator.")
+    parser = ArgumentParser(prog="python -m fpga.synth",
+                            description="Synthesize, place and route the accelerator.")
     add_model_arguments(parser)
     parser.add_argument("--device", required=True, choices=sorted(DEVICES))
     parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
@@ -240,17 +317,23 @@ def main(argv=None):
     parser.add_argument("--no-abc9", action="store_true", help="use ABC instead of ABC9")
     parser.add_argument("--require-fit", action="store_true",
                         help="exit with status 3 when the design does not fit")
+    parser.add_argument("--force", action="store_true",
+                        help="synthesize even when <device>.json was made from the same inputs")
     args = parser.parse_args(argv)
-    meta, arrays, folding, _, preset_dir = resolve_model(parser, args, args.device)
-    out = Path(args.out) if args.out else preset_dir / "synth"
     device = DEVICES[args.device]
+    clock_mhz(args.freq, device)
+    _check_seed(args.seed)
+    out = output_folder(args.out) if args.out else None
     if args.budget:
         try:
             device = device.with_budget(**parse_budget(args.budget))
         except ValueError as exc:
-            parser.error(f"--budget: {exc}")
+            raise UserError(f"--budget: {exc}") from None
+    meta, arrays, folding, _, preset_dir = resolve_model(args, args.device)
+    load = load_argument(args, meta)
+    out = out if out is not None else output_folder(preset_dir / "synth")
     result = synthesize(meta, arrays, folding, device, out, freq_mhz=args.freq, seed=args.seed,
-                        abc9=not args.no_abc9, load=load_argument(parser, args, meta))
+                        abc9=not args.no_abc9, load=load, reuse=not args.force)
     print(out / f"{device.name}.json")
     print(out / f"{device.name}.md")
     return 3 if args.require_fit and not result["fits"] else 0

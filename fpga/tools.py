@@ -16,8 +16,8 @@ from pathlib import Path
 
 from core.errors import UserError
 
-__all__ = ["TOOL_ENV", "ToolError", "tool_path", "tool", "missing_tools", "tool_versions",
-           "say", "Progress", "tail_text"]
+__all__ = ["TOOL_ENV", "ToolError", "tool_path", "tool", "missing_tools", "require_tools",
+           "tool_versions", "say", "Progress", "tail_text"]
 
 #: Amaranth's toolchain environment variables → YoWASP tool names, per FPGA family.
 TOOL_ENV = {
@@ -70,6 +70,24 @@ def missing_tools(*names):
         except FileNotFoundError as exc:
             return str(exc)
     return None
+
+
+def require_tools(*keys):
+    """Check that the tools ``keys`` (``"yosys"``, a family's nextpnr: ``"ice40"``,
+    ``"ecp5"``) can be run; raise :class:`ToolError` naming the first that cannot and the
+    install command (or the environment variable that names a missing program)."""
+    for key in keys:
+        var, name = _TOOLS[key]
+        given = os.environ.get(var)
+        if given:
+            if shutil.which(given) is None:
+                raise ToolError(f"{var}={given} is not an executable program; point it at "
+                                f"{name} or unset it to use the YoWASP build")
+            continue
+        try:
+            tool_path(name)
+        except FileNotFoundError as exc:
+            raise ToolError(str(exc)) from None
 
 
 def tool_versions(family):

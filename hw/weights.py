@@ -123,6 +123,7 @@ class WeightStore(wiring.Component):
             wr, rd = ram.write_port(), ram.read_port()
             m.d.comb += [wr.addr.eq(shared), wr.data.eq(wr_word),
                          wr.en.eq(wr_en & (wr_lane == k)),
-                         rd.addr.eq(shared), rd.en.eq(self.en & self.loaded)]
+                         # never a read while writing, visibly: a single-port RAM (SPRAM)
+                         rd.addr.eq(shared), rd.en.eq(self.en & self.loaded & ~wr_en)]
             ports.append(rd)
         return ports

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from core.errors import UserError
 from core.paths import CONFIG_DIR
-from fpga.board import BOARD_DEVICES, BOARDS, build_board, main
+from fpga.board import BOARD_DEVICES, BOARDS, build_board, main, uart_divisor
 from fpga.devices import DEVICES
 from fpga.link import model_reply_layout, reply_bytes
 from fpga.tools import TOOL_ENV, missing_tools
@@ -74,7 +75,28 @@ def test_icebreaker_bitstream_lenet5(tmp_path):
 
 def test_unknown_board(tiny, tmp_path):
     meta, arrays = tiny
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(UserError) as exc:
         build_board("nope", meta, arrays, None, tmp_path / "out")
     assert str(exc.value) == "unknown board 'nope'; known: icebreaker, ulx3s-85f, upduino_v3"
+    assert not (tmp_path / "out").exists()
+
+
+def test_uart_divisor():
+    assert uart_divisor(12e6, 115200) == 104 and uart_divisor(12e6, 4_000_000) == 3
+    for baud, message in (
+            (0, "--baud=0 must be a positive integer; leave it out for 115200"),
+            (5_000_000, "--baud=5000000 is too fast for the 12 MHz board clock: the UART needs "
+                        "at least 3 clock cycles per bit; give at most 4000000"),
+            (2_600_000, "--baud=2600000 cannot be reached from the 12 MHz board clock: 5 cycles "
+                        "per bit give 2,400,000 baud (7.7% off, more than 2%); give 2400000 or "
+                        "2000000")):
+        with pytest.raises(UserError) as exc:
+            uart_divisor(12e6, baud)
+        assert str(exc.value) == message
+
+
+def test_bad_baud_writes_nothing(tiny, tmp_path):
+    meta, arrays = tiny
+    with pytest.raises(UserError):
+        build_board("icebreaker", meta, arrays, None, tmp_path / "out", baud=0)
     assert not (tmp_path / "out").exists()

@@ -77,23 +77,31 @@ def test_cli_self_test(capsys):
     assert "2/2 replies equal to golden (simulated UART" in out
 
 
+def _refused(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err[len("error: "):].rstrip("\n")
+
+
 def test_cli_needs_port_or_self_test(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--images", "1"])
-    assert exc.value.code == 2
-    assert "error: give --port (a board) or --self-test (simulation)" in capsys.readouterr().err
+    assert _refused(capsys, ["--images", "1"]) == ("give --port (a board) or --self-test "
+                                                   "(simulation)")
 
 
 def test_cli_port_needs_a_model(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--port", "/dev/null"])
-    assert exc.value.code == 2
-    assert "error: give --config or --qmodel with --port" in capsys.readouterr().err
+    assert _refused(capsys, ["--port", "/dev/null"]) == "give --config or --qmodel with --port"
 
 
-def test_cli_board_selects_the_device_table(tmp_path, capsys):
+def test_cli_board_selects_the_device_table(capsys):
     """``--board`` resolves the model for the board's device (an unknown board is refused)."""
-    with pytest.raises(SystemExit) as exc:
-        main(["--self-test", "--board", "nope"])
-    assert exc.value.code == 2
-    assert "argument --board: invalid choice: 'nope'" in capsys.readouterr().err
+    assert "argument --board: invalid choice: 'nope'" in _refused(
+        capsys, ["--self-test", "--board", "nope"])
+
+
+def test_cli_divisor_and_images_out_of_range(capsys):
+    assert _refused(capsys, ["--self-test", "--divisor", "2"]) == (
+        "--divisor=2 must be at least 3 clock cycles per bit (the UART receiver's minimum); "
+        "leave it out for 4")
+    assert _refused(capsys, ["--self-test", "--images", "0"]) == (
+        "--images=0 must be a positive integer; leave it out for 16")

@@ -4,11 +4,15 @@ import json
 
 import pytest
 
+from core.errors import UserError
 from fpga import sweep as sweep_mod
+from fpga import synth as synth_mod
+from fpga.devices import DEVICES
 from fpga.synth import rtlil_text
 from fpga.tools import ToolError, missing_tools
 from golden import random_qmodel
 from hw.cycles import cycle_model
+from hw.folding import assign_multipliers
 
 TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
         {"kind": "pool", "mode": "max", "size": 2},
@@ -100,30 +104,61 @@ def test_sweep_keeps_going_after_a_tool_failure(tiny, tmp_path, monkeypatch):
     assert (tmp_path / "sweep-up5k.png").is_file()
 
 
-def test_sweep_resume_reuses_the_same_design(tiny, tmp_path, monkeypatch):
-    # --resume: a point whose folder holds the result of an identical design is not rebuilt;
-    # a changed clock target (or design) is.
+def test_sweep_resume_reuses_results_recorded_for_the_same_inputs(tiny, tmp_path, monkeypatch):
+    # --resume keeps a point whose <device>.json records the same design, device, options and
+    # tools (never judged by dates); a changed clock target reruns it (here a yosys that fails).
     meta, arrays = tiny
-    calls = []
-
-    def fake(meta, arrays, folding, dev, out, *, freq_mhz=None, load=(), **kw):
-        calls.append(folding)
+    fake = tmp_path / "yosys"
+    fake.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Yosys 0.0';; *) exit 1;; esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    monkeypatch.setenv("NEXTPNR_ICE40", "/bin/true")
+    monkeypatch.setattr(synth_mod, "tool_versions", lambda family: {"yosys": "Yosys 0.0",
+                                                                    "nextpnr": "nextpnr 0.0"})
+    dev = DEVICES["up5k"]
+    out = tmp_path / "out"
+    foldings = [assign_multipliers(f, dev.capacity["dsps"])
+                for f in sweep_mod.candidate_foldings(meta, arrays, 3)]
+    for n, folding in enumerate(foldings):
         model = cycle_model(meta, folding, arrays)
-        result = {"cycles_per_image": model["cycles_per_image"], "freq_constraint_mhz":
-                  float(freq_mhz or dev.freq_mhz), "multipliers": model["multipliers"],
-                  "luts": 500, "ffs": 100, "dsps": 1, "brams": 1, "spram": 0, "fmax_mhz": 40.0,
-                  "images_per_second": 1.0, "fits": True, "overused": [], "macs": model["macs"],
-                  "seconds": {"total": 0.1}, "mac_bound_cycles": 1}
-        (out / dev.name).mkdir(parents=True, exist_ok=True)
-        (out / dev.name / "top.il").write_text(rtlil_text(meta, arrays, folding, load))
-        (out / f"{dev.name}.json").write_text(json.dumps(result))
-        return result
-    monkeypatch.setattr(sweep_mod, "synthesize", fake)
-    first = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None)
-    n = len(calls)
-    again = sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None,
+        record = synth_mod.synthesis_record(dev, rtlil_text(meta, arrays, folding), 24.0, 1,
+                                            True)
+        result = {"cycles_per_image": model["cycles_per_image"],
+                  "multipliers": model["multipliers"], "luts": 500 + n, "ffs": 100, "dsps": 1,
+                  "brams": 1, "spram": 0, "fmax_mhz": 40.0, "images_per_second": 1.0,
+                  "fits": True, "overused": [], "macs": model["macs"],
+                  "seconds": {"total": 0.1}, "mac_bound_cycles": 1, "provenance": record}
+        work = out / "sweep-up5k" / f"p{n}"
+        work.mkdir(parents=True)
+        (work / "up5k.json").write_text(json.dumps(result))
+    lines = []
+    table = sweep_mod.sweep(meta, arrays, "up5k", out, points=3, progress=lines.append,
                             resume=True)
-    assert len(calls) == n and again["rows"] == first["rows"]
-    sweep_mod.sweep(meta, arrays, "up5k", tmp_path, points=3, progress=lambda s: None,
-                    resume=True, freq_mhz=30)
-    assert len(calls) == 2 * n
+    assert [r["luts"] for r in table["rows"]] == [500 + n for n in range(len(foldings))]
+    assert sum("was made from the same inputs; kept" in line for line in lines) == len(foldings)
+    lines.clear()
+    table = sweep_mod.sweep(meta, arrays, "up5k", out, points=3, progress=lines.append,
+                            resume=True, freq_mhz=30)
+    assert all(r["luts"] is None and r["overused"][0].startswith("error: yosys failed")
+               for r in table["rows"])
+    assert any("rebuilding" in line and "inputs changed: options" in line for line in lines)
+    assert json.loads((out / "sweep-up5k" / "p0" / "up5k.json").read_text())["luts"] == 500
+
+
+def test_sweep_refuses_bad_values_before_writing(tiny, tmp_path):
+    meta, arrays = tiny
+    for kwargs, message in (
+            ({"points": 1}, "--points=1 must be an integer of at least 2 (the minimal and the "
+                            "fastest folding); leave it out for 8, or give --quick for 3"),
+            ({"min_cycles": -5}, "--min-cycles=-5 must be a positive integer; leave it out for "
+                                 "the fastest folding any layer allows"),
+            ({"freq_mhz": 0}, "--freq=0 must be a positive number; leave it out for the up5k "
+                              "default of 24 MHz"),
+            ({"min_cycles": 10 ** 9}, None)):
+        with pytest.raises(UserError) as exc:
+            sweep_mod.sweep(meta, arrays, "up5k", tmp_path / "out", **kwargs)
+        if message:
+            assert str(exc.value) == message
+        else:
+            assert str(exc.value).startswith("--min-cycles=1000000000 exceeds the ")
+    assert not (tmp_path / "out").exists()

