@@ -216,7 +216,9 @@ def parse_config(data, path=Path("<string>")):
     shape = (1, input_size + 2 * input_pad, input_size + 2 * input_pad)
     names = set()
     for i, spec in enumerate(raw_layers):
-        layer = checker.layer(i, spec, shape, len(raw_layers), layers[-1] if layers else None)
+        flat = next((lay for lay in layers if lay.spec.flat), None)
+        layer = checker.layer(i, spec, shape, len(raw_layers), layers[-1] if layers else None,
+                              flat)
         if layer.name in names:
             raise ConfigError(f"{where}: layers[{i}].name={layer.name!r} is used twice; "
                               f"give each layer a unique name")
@@ -239,7 +241,7 @@ def parse_config(data, path=Path("<string>")):
     hardware = checker.section(raw, "hardware", HARDWARE_DEFAULTS)
     checker.train(train)
     checker.quant(quant, names)
-    checker.hardware(hardware, names)
+    checker.hardware(hardware, {layer.name: layer for layer in layers})
     return Config(
         path=Path(path), name=name, dataset=dataset, input_size=input_size, input_pad=input_pad,
         output=output, layers=tuple(layers), train=train, quant=quant, hardware=hardware,
@@ -302,7 +304,7 @@ class _Checker:
             self.fail(f"{prefix}{key}={value} is out of range; use {lo}..{hi}")
         return value
 
-    def layer(self, i, spec, in_shape, count, previous):
+    def layer(self, i, spec, in_shape, count, previous, flat=None):
         prefix = f"layers[{i}]."
         if not isinstance(spec, dict):
             self.fail(f"layers[{i}] must be a table")
@@ -314,6 +316,10 @@ class _Checker:
         if kind.final == "only" and not final:
             self.fail(f"{prefix}kind={kind_name!r} is an output layer; it must be the last layer")
         kind.check_order(self, prefix, previous)
+        if kind.spatial and flat is not None:
+            self.fail(f"{prefix}a {kind_name} layer after the {flat.kind} layer {flat.name!r}, "
+                      f"whose output is a flat vector; put {kind_name} layers before the first "
+                      f"{flat.kind} layer")
         params, activation = kind.parse(self, spec, prefix, in_shape)
         return Layer(i, name, kind_name, tuple(in_shape), kind.out_shape(params, in_shape),
                      activation, params=params, final=final)
@@ -361,6 +367,7 @@ class _Checker:
         muls = {n: v.pop("mul") for n, v in hardware["layers"].items()
                 if isinstance(v, dict) and "mul" in v}
         self.per_layer(hardware, key, names, {"pe": (1, 4096), "simd": (1, 65536)})
+        self.folding_entries(hardware["layers"], key, names)
         for lname, mul in muls.items():
             if mul not in ("dsp", "lut"):
                 self.fail(f"{key}.layers.{lname}.mul={mul!r} must be 'dsp' or 'lut'")
@@ -388,6 +395,25 @@ class _Checker:
             section = {**HARDWARE_DEFAULTS, "devices": {}, **table}
             self.hardware(section, names, where)
             hardware["devices"][device] = section
+
+    def folding_entries(self, table, key, layers):
+        """Check ``[<key>.layers.<name>]`` against the layer: only MAC layers take a folding,
+        ``pe`` divides its outputs and ``simd`` its window (the arithmetic of
+        :meth:`core.kinds.LayerKind.mac_window`; the hardware splits every such divisor)."""
+        for lname, entry in table.items():
+            layer = layers[lname]
+            where = f"{key}.layers.{lname}"
+            if not layer.spec.mac:
+                macs = ", ".join(n for n, lay in layers.items() if lay.spec.mac)
+                self.fail(f"{where}: {layer.kind} layer {lname!r} has no MAC array, so pe/simd/"
+                          f"mul change nothing; fold one of: {macs}")
+            outputs, window = layer.spec.mac_window(layer.params, layer.in_shape)
+            if outputs % entry.get("pe", 1):
+                self.fail(f"{where}.pe={entry['pe']} does not divide the {outputs} outputs of "
+                          f"{lname!r}; use a divisor of {outputs}")
+            if window % entry.get("simd", 1):
+                self.fail(f"{where}.simd={entry['simd']} does not divide the window of "
+                          f"{lname!r} ({window} products per output); use a divisor of {window}")
 
     def per_layer(self, section, key, names, allowed):
         table = section["layers"]

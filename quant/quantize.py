@@ -4,7 +4,11 @@
                              [--per-channel] [--out build/lenet5]
 
 Writes ``<out>/qmodel.json`` + ``<out>/qmodel.npz`` (read by golden/ and hw/) and
-``<out>/reports/quantize.json`` (formats, accuracies, saturations).
+``<out>/reports/quantize.json`` (formats, accuracies, saturations). ``qmodel.json`` records what
+it was made from under ``"provenance"`` (:func:`core.records.qmodel_record`: config sections,
+overrides, checkpoint bytes, data identity, generator sources); ``--ensure`` keeps it when that
+record is current. Everything given is checked before anything is written (the checkpoint must
+have been trained from this config and data set); the folder's lock is held while writing.
 
 How formats are chosen (post-training quantization), all powers of two:
 
@@ -28,7 +32,6 @@ Quantization-aware training (``--qat``) keeps those formats and fine-tunes the f
 for ``quant.qat_epochs`` epochs through the fake-quantized model (straight-through estimators).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -39,9 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from core.config import load_config
-from core.data import load_dataset
+from core.data import check_fits, load_dataset
 from core.errors import UserError, cli
-from core.paths import build_dir
+from core.provenance import BuildLock, describe_changes, write_json
+from core.records import qmodel_changes, qmodel_record, quantize_options
 from golden import layers as GL
 from golden import model as GM
 from golden.ops import OPS
@@ -50,7 +54,7 @@ from .fakequant import QuantLeNet
 from .formats import INPUT_FORMAT, act_frac, weight_frac
 from .layers import EXPORTERS, MODULES, FormatChoice, float_layer
 from .model import load_checkpoint
-from .train import _progress, write_json
+from .train import ArgumentParser, _progress, check_checkpoint, output_folder
 
 __all__ = ["plan_formats", "export", "qat", "quantize", "fake_predict", "main", "weight_frac",
            "act_frac"]
@@ -201,43 +205,65 @@ def quantize(config, model, data, wbits=None, abits=None, use_qat=False, per_cha
     return qnet
 
 
+def _check_bits(name, bits):
+    if bits is not None and not 2 <= bits <= 16:
+        raise UserError(f"{name}={bits} is out of range; use 2..16")
+
+
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m quant.quantize",
-                                     description="Quantize a trained model and export it.")
+    parser = ArgumentParser(prog="python -m quant.quantize",
+                            description="Quantize a trained model and export it.")
     parser.add_argument("--config", required=True, help="config path or preset name")
     parser.add_argument("--out", help="output folder (default build/<preset>)")
     parser.add_argument("--checkpoint", help="float checkpoint (default <out>/model.pt)")
     parser.add_argument("--wbits", type=int, default=_env_int("WBITS"))
     parser.add_argument("--abits", type=int, default=_env_int("ABITS"))
-    parser.add_argument("--qat", action="store_true", default=os.environ.get("QAT") == "1")
+    parser.add_argument("--qat", action="store_true", default=_env_flag("QAT"))
     parser.add_argument("--per-channel", action="store_true", default=None)
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None)
     parser.add_argument("--dataset", default=os.environ.get("DATASET") or None)
+    parser.add_argument("--ensure", action="store_true",
+                        help="keep <out>/qmodel.json when its recorded inputs match; else "
+                             "quantize, naming the inputs that changed")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    for name, bits in (("WBITS", args.wbits), ("ABITS", args.abits)):
-        if bits is not None and not 2 <= bits <= 16:
-            raise UserError(f"{name}={bits} is out of range; use 2..16")
-    out = Path(args.out) if args.out else build_dir(config)
-    model = load_checkpoint(config, Path(args.checkpoint) if args.checkpoint else
-                            out / "model.pt")
+    _check_bits("WBITS", args.wbits)
+    _check_bits("ABITS", args.abits)
+    out = output_folder(args.out, config)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out / "model.pt"
+    model = load_checkpoint(config, checkpoint)
     data = load_dataset(args.dataset or config.dataset, args.data_dir)
-    start = time.time()
-    qnet = quantize(config, model, data, args.wbits, args.abits, args.qat, args.per_channel)
-    meta, arrays = export(qnet)
-    meta["method"] = "qat" if args.qat else "ptq"
-    GM.save(meta, arrays, out)
-    golden = GM.load(out)
-    result = golden.run(data.test.images)
-    accuracy = float((result["classes"] == data.test.labels).mean())
-    record = {
-        "preset": config.name, "method": meta["method"],
-        "wbits": args.wbits or config.quant["wbits"], "abits": args.abits or config.quant["abits"],
-        "golden_test_accuracy": accuracy, "saturations": result["saturations"],
-        "seconds": round(time.time() - start, 1),
-    }
-    write_json(out / "reports" / "quantize.json", record)
+    check_fits(config, data)
+    check_checkpoint(config, model, data, checkpoint)
+    options = quantize_options(args.wbits, args.abits, args.qat, args.per_channel)
+    if args.ensure:
+        names = qmodel_changes(config, out, data.sha256, options, checkpoint)
+        if not names:
+            print(f"{config.name}: {out / 'qmodel.json'} is current")
+            return 0
+        if (out / "qmodel.json").exists():
+            print(f"rebuilding {out / 'qmodel.json'}: {describe_changes(names)}",
+                  file=sys.stderr)
+    provenance = qmodel_record(config, checkpoint, data.sha256, options)
+    with BuildLock(out, "quantize"):
+        start = time.time()
+        qnet = quantize(config, model, data, args.wbits, args.abits, args.qat, args.per_channel)
+        meta, arrays = export(qnet)
+        meta["method"] = "qat" if args.qat else "ptq"
+        meta["provenance"] = provenance
+        GM.save(meta, arrays, out)
+        golden = GM.load(out)
+        result = golden.run(data.test.images)
+        accuracy = float((result["classes"] == data.test.labels).mean())
+        record = {
+            "preset": config.name, "method": meta["method"],
+            "wbits": args.wbits or config.quant["wbits"],
+            "abits": args.abits or config.quant["abits"],
+            "golden_test_accuracy": accuracy, "saturations": result["saturations"],
+            "seconds": round(time.time() - start, 1), "provenance": provenance,
+        }
+        write_json(out / "reports" / "quantize.json", record)
     print(f"{config.name}: {meta['method'].upper()} W{record['wbits']}A{record['abits']} golden "
           f"test accuracy {100 * accuracy:.2f}% -> {out / 'qmodel.json'}")
     return 0
@@ -250,8 +276,15 @@ def _env_int(name):
     try:
         return int(value)
     except ValueError:
-        print(f"error: {name}={value!r} is not an integer", file=sys.stderr)
-        sys.exit(2)
+        raise UserError(f"{name}={value!r} is not an integer; give a bit width such as "
+                        f"{name}=8") from None
+
+
+def _env_flag(name):
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise UserError(f"{name}={value!r} must be 1 (on) or 0 (off)")
+    return value == "1"
 
 
 if __name__ == "__main__":

@@ -9,29 +9,28 @@ and the format chosen as default. Every quantized accuracy is measured with gold
 integer model the hardware computes), on the whole test split.
 """
 
-import argparse
 import copy
 import dataclasses
+import io
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.config import load_config
-from core.data import load_dataset
-from core.errors import cli
-from core.paths import build_dir
+from core.data import check_fits, load_dataset
+from core.errors import UserError, cli
+from core.provenance import BuildLock, sha256_file, write_bytes, write_json
 from golden.model import IntegerModel
 
 from .layers import EXPORTERS, float_layer
 from .model import load_checkpoint
 from .quantize import export, quantize
-from .train import evaluate, write_json
+from .train import ArgumentParser, check_checkpoint, evaluate, output_folder
 
-__all__ = ["build_report", "main"]
+__all__ = ["build_report", "markdown", "parse_bits", "main"]
 
 DEFAULT_BITS = (16, 8, 6, 4, 3, 2)
 
@@ -85,6 +84,7 @@ def _fmt(f):
 
 
 def _plots(out, report, confusion, title):
+    """Draw the report's figures into the dict ``out`` (file name → PNG bytes)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -112,7 +112,7 @@ def _plots(out, report, confusion, title):
             ax.set_title(f"{title}: accuracy vs bit width")
             ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "quant_accuracy.png", dpi=100)
+    out["quant_accuracy.png"] = _png(lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -128,7 +128,7 @@ def _plots(out, report, confusion, title):
     ax.set_yticks(range(confusion.shape[0]))
     ax.set_title(f"{title}: confusion matrix ({report['default']['label']})")
     fig.tight_layout()
-    fig.savefig(out / "quant_confusion.png", dpi=100)
+    out["quant_confusion.png"] = _png(lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
@@ -138,7 +138,7 @@ def _plots(out, report, confusion, title):
     ax.set_ylabel("SQNR (dB)")
     ax.set_title(f"{title}: per-layer signal-to-quantization-noise ({report['default']['label']})")
     fig.tight_layout()
-    fig.savefig(out / "quant_sqnr.png", dpi=100)
+    out["quant_sqnr.png"] = _png(lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -183,7 +183,8 @@ def build_report(config, model, data, bits=DEFAULT_BITS, qat_epochs=None, log=pr
     return report, confusion
 
 
-def write_markdown(path, report, config):
+def markdown(report, config):
+    """Return the text of ``quant.md``."""
     pct = lambda a: f"{100 * a:.2f}%"
     lines = [
         f"# Quantization report: {config.name}", "",
@@ -218,30 +219,62 @@ def write_markdown(path, report, config):
               "dequantized output with the float model's on 2,000 test images.", "",
               "![per-layer SQNR](quant_sqnr.png)", "", "![confusion matrix](quant_confusion.png)",
               ""]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
+
+
+def parse_bits(text):
+    """Return the bit widths of ``--bits`` (comma-separated integers in 2..16, no repeats)."""
+    try:
+        bits = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise UserError(f"--bits {text!r} must be comma-separated integers such as "
+                        f"{','.join(map(str, DEFAULT_BITS))}") from None
+    bad = [b for b in bits if not 2 <= b <= 16]
+    if bad:
+        raise UserError(f"--bits {text!r}: {bad[0]} is out of range; use widths in 2..16")
+    if len(set(bits)) != len(bits):
+        raise UserError(f"--bits {text!r} repeats a width; give each once")
+    return bits
+
+
+def _png(draw):
+    buffer = io.BytesIO()
+    draw(buffer)
+    return buffer.getvalue()
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m quant.report", description=__doc__.split(
-        "\n")[0])
+    parser = ArgumentParser(prog="python -m quant.report", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--out", help="output folder (default build/<preset>)")
     parser.add_argument("--bits", default=",".join(map(str, DEFAULT_BITS)))
     parser.add_argument("--qat-epochs", type=int, help="override quant.qat_epochs")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    out = Path(args.out) if args.out else build_dir(config)
-    model = load_checkpoint(config, out / "model.pt")
+    bits = parse_bits(args.bits)
+    if args.qat_epochs is not None and args.qat_epochs < 0:
+        raise UserError(f"--qat-epochs={args.qat_epochs} must be 0 or more; leave it out for "
+                        f"quant.qat_epochs={config.quant['qat_epochs']}")
+    out = output_folder(args.out, config)
+    checkpoint = out / "model.pt"
+    model = load_checkpoint(config, checkpoint)
     data = load_dataset(config.dataset)
-    bits = tuple(int(b) for b in args.bits.split(","))
+    check_fits(config, data)
+    check_checkpoint(config, model, data, checkpoint)
     torch.set_num_threads(config.train["threads"])
     report, confusion = build_report(config, model, data, bits, args.qat_epochs)
+    report["provenance"] = {"checkpoint": sha256_file(checkpoint), "data": data.sha256,
+                            "config": config.sections_sha256("model", "layers", "train",
+                                                             "quant")}
     reports = out / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    _plots(reports, report, confusion, config.name)
-    write_json(reports / "quant.json", report)
-    write_markdown(reports / "quant.md", report, config)
+    figures = {}
+    _plots(figures, report, confusion, config.name)
+    with BuildLock(out, "report"):
+        for name, png in figures.items():
+            write_bytes(reports / name, png)
+        write_json(reports / "quant.json", report)
+        write_bytes(reports / "quant.md", markdown(report, config).encode("utf-8"))
     print(f"report: {reports / 'quant.md'}")
     return 0
 

@@ -206,3 +206,42 @@ def test_layers_copy_and_pickle():
     config = load_config("lenet5-1998")
     assert copy.deepcopy(config.layers) == config.layers
     assert pickle.loads(pickle.dumps(config.layers[2])).connections == LECUN_1998_C3
+
+
+FOLD_BAD = [
+    ('\n[hardware.layers.c1]\npe = 4\n',
+     "hardware.layers.c1.pe=4 does not divide the 6 outputs of 'c1'; use a divisor of 6"),
+    ('\n[hardware.layers.c1]\nsimd = 7\n',
+     "hardware.layers.c1.simd=7 does not divide the window of 'c1' (25 products per output); "
+     "use a divisor of 25"),
+    ('\n[hardware.devices.up5k.layers.out]\nsimd = 5\n',
+     "hardware.devices.up5k.layers.out.simd=5 does not divide the window of 'out' (1176 "
+     "products per output); use a divisor of 1176"),
+    ('\n[hardware.layers.s2]\npe = 2\n',
+     "hardware.layers.s2: pool layer 's2' has no MAC array, so pe/simd/mul change nothing; "
+     "fold one of: c1, out"),
+]
+
+
+@pytest.mark.parametrize("extra,message", FOLD_BAD, ids=[m for _, m in FOLD_BAD])
+def test_folding_tables_checked_against_the_layers(extra, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(BASE + extra)
+    assert str(info.value) == f"config <string>: {message}"
+    assert parse_config(BASE + '\n[hardware.layers.c1]\npe = 3\nsimd = 5\n')
+
+
+@pytest.mark.parametrize("kind", ["conv", "pool", "gap"])
+def test_no_map_layer_after_a_dense_one(kind):
+    extra = {"conv": 'out_channels = 2\nkernel = 1', "pool": 'mode = "max"\nsize = 2',
+             "gap": ""}[kind]
+    text = BASE.replace('[[layers]]\nname = "out"',
+                        '[[layers]]\nname = "f"\nkind = "dense"\nout_features = 16\n\n'
+                        '[[layers]]\nname = "bn"\nkind = "batchnorm"\n\n'
+                        f'[[layers]]\nname = "x"\nkind = "{kind}"\n{extra}\n\n'
+                        '[[layers]]\nname = "out"')
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert str(info.value) == (f"config <string>: layers[4].a {kind} layer after the dense "
+                               f"layer 'f', whose output is a flat vector; put {kind} layers "
+                               f"before the first dense layer")

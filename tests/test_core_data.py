@@ -4,8 +4,10 @@ import pickle
 import numpy as np
 import pytest
 
-from core.data import DataError, load_dataset, read_idx
 from core import data as qdata
+from core.config import parse_config
+from core.data import DataError, check_fits, load_dataset, read_idx
+from core.records import KNOWN_DATA
 
 
 def write_idx(path, array, magic_type=0x08, gz=False, truncate=0):
@@ -111,3 +113,45 @@ def test_mnist_splits():
     assert (len(ds.train), len(ds.val), len(ds.test)) == (50_000, 10_000, 10_000)
     assert ds.test.images.dtype == np.uint8 and ds.test.images.max() == 255
     assert np.bincount(ds.test.labels).tolist()[:3] == [980, 1135, 1032]
+
+
+def test_identity_is_the_data_not_the_source(tmp_path):
+    """Flat or gzipped, flat or nested: the same images give the same identity."""
+    flat = load_dataset("idx", make_idx_dir(tmp_path / "a"))
+    nested = load_dataset("idx", make_idx_dir(tmp_path / "b", gz=True, layout="MNIST/raw"))
+    assert flat.sha256 == nested.sha256 and len(flat.sha256) == 64
+    make_idx_dir(tmp_path / "c")
+    images = read_idx(tmp_path / "c" / "t10k-images-idx3-ubyte", 3).copy()
+    images[0, 0, 0] ^= 1
+    write_idx(tmp_path / "c" / "t10k-images-idx3-ubyte", images)
+    assert load_dataset("idx", tmp_path / "c").sha256 != flat.sha256
+
+
+def test_mnist_identity_is_the_known_one():
+    assert load_dataset("mnist").sha256 == KNOWN_DATA["mnist"]
+
+
+def test_corrupt_gzip_stream_is_one_data_error(tmp_path):
+    raw = gzip.compress(bytes(4000))
+    (tmp_path / "x").write_bytes(raw[:20] + b"\xff" * 16 + raw[36:])
+    with pytest.raises(DataError, match=r"x: cannot read \(.*\); replace the file$"):
+        read_idx(tmp_path / "x", 3)
+
+
+def _config(input_size=28, classes=10):
+    text = (f'[model]\nname = "t"\ninput_size = {input_size}\n[[layers]]\nname = "out"\n'
+            f'kind = "dense"\nout_features = {classes}\n')
+    return parse_config(text, "t.toml")
+
+
+def test_check_fits(tmp_path):
+    data = load_dataset("idx", make_idx_dir(tmp_path))
+    check_fits(_config(), data)
+    with pytest.raises(DataError) as info:
+        check_fits(_config(classes=12), data)
+    assert str(info.value) == ("config t.toml: the network has 12 output classes but idx has 10; "
+                               "make the last layer 'out' output 10")
+    with pytest.raises(DataError) as info:
+        check_fits(_config(input_size=20), data)
+    assert str(info.value) == ("config t.toml: model.input_size=20 but the idx images are 28x28; "
+                               "set input_size = 28 or use a data set of 20x20 images")

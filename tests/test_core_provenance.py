@@ -95,3 +95,10 @@ def test_lock_is_exclusive_across_processes(tmp_path):
         with BuildLock(tmp_path, "quantize"):      # nested steps of one command
             pass
         assert os.path.exists(tmp_path / ".lock")
+
+
+def test_atomic_write_gives_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    os.umask(old)
+    path = write_bytes(tmp_path / "m.bin", b"x")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old

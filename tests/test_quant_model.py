@@ -87,8 +87,11 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="trained for preset 'lenet5', not 'lenet5-tanh'"):
         load_checkpoint(load_config("lenet5-tanh"), path)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="is not a readable checkpoint.*make train"):
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(config, tmp_path / "bad.pt")
+    assert str(info.value) == (f"{tmp_path / 'bad.pt'} is corrupt (truncated, or not a PyTorch "
+                               f"checkpoint); delete it and run `make checkpoint PRESET=lenet5` "
+                               f"to restore the shipped checkpoint")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(config, tmp_path / "none.pt")
 
@@ -101,5 +104,5 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
             return (print, ("pwned",))
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {}, "x": Evil()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
-    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil.pt is corrupt \(truncated, or not a PyTorch"):
         load_checkpoint(load_config("lenet5"), path)

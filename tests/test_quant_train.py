@@ -1,10 +1,17 @@
+import io
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from core.config import load_config
+from core.data import load_dataset
+from core.errors import UserError
+from core.records import checkpoint_record
+from quant.model import load_checkpoint
+from quant.train import train
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -51,7 +58,9 @@ def test_corrupt_checkpoint_eval_is_one_line(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"\x00garbage")
     result = run("--config", "lenet5", "--out", str(tmp_path), "--eval-only")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "is not a readable checkpoint" in result.stderr
+    assert result.stderr == (f"error: {tmp_path / 'model.pt'} is corrupt (truncated, or not a "
+                             f"PyTorch checkpoint); delete it and run `make checkpoint "
+                             f"PRESET=lenet5` to restore the shipped checkpoint\n")
     assert result.stderr.strip().count("\n") == 0
 
 
@@ -87,7 +96,6 @@ def test_rbf_loss_sees_unsaturated_logits(monkeypatch):
     import torch.nn.functional as F
 
     import quant.train as qt
-    from core.data import load_dataset
     seen = []
     real = F.cross_entropy
 
@@ -100,3 +108,41 @@ def test_rbf_loss_sees_unsaturated_logits(monkeypatch):
     last = seen[-1]
     spread = (last.max(dim=1).values - last.min(dim=1).values).median().item()
     assert 0.05 < spread < 2, spread  # unscaled distances: > 5 after the same 1,024 images
+
+
+def _payload_with(provenance):
+    payload = torch.load(ROOT / "checkpoints" / "lenet5.pt", map_location="cpu", weights_only=True)
+    payload["provenance"] = provenance
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def test_ensure_keeps_a_current_checkpoint_and_says_why_it_replaces_one(tmp_path):
+    """A checkpoint is kept only when its recorded inputs match; replacing one names them."""
+    config = load_config("lenet5")
+    current = checkpoint_record(config, load_dataset("mnist").sha256)
+    kept = _payload_with(current)
+    (tmp_path / "model.pt").write_bytes(kept)
+    result = run("--config", "lenet5", "--out", str(tmp_path), "--ensure")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert (tmp_path / "model.pt").read_bytes() == kept
+    (tmp_path / "model.pt").write_bytes(_payload_with(dict(current, options="0" * 64)))
+    result = run("--config", "lenet5", "--out", str(tmp_path), "--ensure")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"rebuilding {tmp_path / 'model.pt'}: inputs changed: options\n"
+    assert result.stdout == "lenet5: using the shipped checkpoint checkpoints/lenet5.pt\n"
+    shipped = (ROOT / "checkpoints" / "lenet5.pt").read_bytes()
+    assert (tmp_path / "model.pt").read_bytes() == shipped
+
+
+def test_checkpoint_record_of_the_shipped_checkpoint():
+    """The shipped checkpoint has no record: it reads as trained on MNIST with no overrides."""
+    config = load_config("lenet5")
+    model = load_checkpoint(config, ROOT / "checkpoints" / "lenet5.pt")
+    assert model.checkpoint_provenance == checkpoint_record(config, load_dataset("mnist").sha256)
+
+
+def test_train_rejects_non_positive_epochs_in_the_api():
+    with pytest.raises(UserError, match=r"^train: epochs=0 and limit=None must be positive$"):
+        train(load_config("lenet5"), None, epochs=0)

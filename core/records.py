@@ -1,0 +1,128 @@
+"""The provenance records of the checkpoint and of the integer model, without torch.
+
+quant/ writes these records; sim/ and the Makefile steps check them (sim may not import quant,
+which imports torch). A record maps each input's name to its SHA-256 (see
+:mod:`core.provenance`):
+
+- checkpoint ``model.pt`` (payload key ``"provenance"``, copied into ``reports/train.json``):
+  ``config`` = ``Config.weights_sha256`` (the ``[model]``, ``[[layers]]`` and ``[train]``
+  sections), ``data`` = the training data's identity (:attr:`core.data.Dataset.sha256`),
+  ``options`` = SHA-256 of the training overrides (``epochs``, ``limit``; ``{}`` when none). No
+  code digest: editing the code does not retrain. The payload's ``weights_sha256`` stays (equal
+  to ``config``), so a checkpoint without a record (the shipped one) reads as trained on its
+  config's data set with no overrides (:func:`checkpoint_recorded`).
+- integer model ``qmodel.json`` (key ``"provenance"``): ``config`` = the ``[model]``,
+  ``[[layers]]`` and ``[quant]`` sections, ``options`` = SHA-256 of the quantize overrides
+  (``wbits``, ``abits``, ``qat``, ``per_channel``; ``{}`` when none), ``checkpoint`` = SHA-256 of
+  the ``model.pt`` bytes, ``data`` = the calibration data's identity, ``generator`` = the
+  sources of ``quant/``, ``golden/`` and ``core/``.
+"""
+
+from pathlib import Path
+
+from .errors import UserError
+from .paths import CONFIG_DIR, ROOT
+from .provenance import (
+    changed,
+    describe_changes,
+    read_json,
+    sha256_file,
+    sha256_json,
+    source_digest,
+)
+
+__all__ = ["KNOWN_DATA", "make_command", "train_options", "checkpoint_record",
+           "checkpoint_recorded", "quantize_options", "qmodel_record", "qmodel_recorded",
+           "qmodel_changes",           "require_current_qmodel", "generator_digest"]
+
+#: The identity of the data set a checkpoint without a record was trained on, by the config's
+#: ``model.dataset`` (the shipped checkpoints predate records and were trained on MNIST).
+KNOWN_DATA = {"mnist": "bf7d3d307f98c590de2eb3afe142ae45e8418c37e31c7b00b8f6bab671deb453"}
+
+
+def make_command(target, config):
+    """Return the ``make`` command that runs ``target`` for ``config`` (``PRESET=`` for a
+    preset, else ``CONFIG=``)."""
+    path = Path(config.path)
+    if path.parent.resolve() == CONFIG_DIR.resolve():
+        return f"make {target} PRESET={path.stem}"
+    return f"make {target} CONFIG={path}"
+
+
+def train_options(epochs=None, limit=None):
+    """Return the training overrides that were given (``None`` means not given)."""
+    return {k: v for k, v in (("epochs", epochs), ("limit", limit)) if v is not None}
+
+
+def checkpoint_record(config, data_sha256, options=None):
+    """Return the record of a checkpoint trained from ``config`` on the data ``data_sha256``
+    with the overrides ``options`` (:func:`train_options`)."""
+    return {"config": config.weights_sha256, "data": data_sha256,
+            "options": sha256_json(options or {})}
+
+
+def checkpoint_recorded(config, payload):
+    """Return the record stored in a checkpoint payload (a dict); a payload without one (the
+    shipped checkpoint) reads as trained from its ``weights_sha256`` on ``config``'s data set
+    with no overrides."""
+    record = payload.get("provenance")
+    if isinstance(record, dict):
+        return record
+    return {"config": payload.get("weights_sha256"), "data": KNOWN_DATA.get(config.dataset),
+            "options": sha256_json({})}
+
+
+def quantize_options(wbits=None, abits=None, qat=False, per_channel=None):
+    """Return the quantize overrides that were given (``qat`` only when true)."""
+    given = {"wbits": wbits, "abits": abits, "qat": True if qat else None,
+             "per_channel": per_channel}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def generator_digest():
+    """Return the version of the integer-model generator: the sources of quant/, golden/ and
+    core/."""
+    return source_digest(ROOT / "quant", ROOT / "golden", ROOT / "core")
+
+
+def qmodel_record(config, checkpoint, data_sha256, options=None):
+    """Return the record of the integer model quantized from ``config``, the checkpoint file
+    ``checkpoint``, the data ``data_sha256`` and the overrides ``options``
+    (:func:`quantize_options`)."""
+    return {"config": config.sections_sha256("model", "layers", "quant"),
+            "options": sha256_json(options or {}), "checkpoint": sha256_file(checkpoint),
+            "data": data_sha256, "generator": generator_digest()}
+
+
+def qmodel_recorded(out):
+    """Return the record stored in ``out/qmodel.json``, or ``None`` when there is none."""
+    meta = read_json(Path(out) / "qmodel.json")
+    record = meta.get("provenance") if meta else None
+    return record if isinstance(record, dict) else None
+
+
+def qmodel_changes(config, out, data_sha256, options=None, checkpoint=None):
+    """Return the names of the inputs of ``out/qmodel.json`` that differ from the record it
+    would be made from now (``[]``: current; every name when there is no readable record or no
+    ``qmodel.npz``). ``checkpoint`` defaults to ``out/model.pt``; a missing checkpoint counts as
+    changed."""
+    out = Path(out)
+    checkpoint = Path(checkpoint) if checkpoint else out / "model.pt"
+    expected = {"config": config.sections_sha256("model", "layers", "quant"),
+                "options": sha256_json(options or {}),
+                "checkpoint": sha256_file(checkpoint) if checkpoint.is_file() else None,
+                "data": data_sha256, "generator": generator_digest()}
+    recorded = qmodel_recorded(out)
+    if recorded is None or not (out / "qmodel.npz").is_file():
+        return list(expected)
+    return changed(recorded, expected)
+
+
+def require_current_qmodel(config, out, data_sha256, options=None, checkpoint=None):
+    """Raise :class:`UserError` unless ``out/qmodel.json`` was made from exactly these inputs;
+    the message names the changed inputs and the command that rebuilds it."""
+    names = qmodel_changes(config, out, data_sha256, options, checkpoint)
+    if names:
+        raise UserError(f"{Path(out) / 'qmodel.json'} was not made from these inputs "
+                        f"({describe_changes(names)}); rebuild it with "
+                        f"`{make_command('quantize', config)}`")
