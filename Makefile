@@ -6,7 +6,8 @@ PRESET ?= lenet5
 N      ?= 16
 SIM    ?= icarus
 CONFIG ?= configs/$(PRESET).toml
-OUT    ?= build/$(PRESET)
+# OUT: the build folder; empty means the tools' default, build/<name of CONFIG's model>.
+OUT    ?=
 PYTEST_ARGS ?=
 
 VENV   := .venv
@@ -27,9 +28,17 @@ WAVES ?=
 FOLDING ?=
 GAPS ?=
 BACKPRESSURE ?=
-SIMFLAGS = $(if $(filter 1,$(WAVES)),--waves) $(if $(FOLDING),--folding '$(FOLDING)') \
-           $(if $(GAPS),--gaps $(GAPS)) $(if $(BACKPRESSURE),--backpressure $(BACKPRESSURE))
-QFLAGS = $(if $(WBITS),--wbits $(WBITS)) $(if $(ABITS),--abits $(ABITS)) $(if $(filter 1,$(QAT)),--qat)
+TARGET_CYCLES ?=
+DATASET ?=
+DATA_DIR ?=
+# Every value reaches the tools through the environment and "$$VAR" in the recipes, so a quote
+# or a space in a value is passed as it is (and refused by the tool) instead of breaking the shell.
+export PRESET N SIM CONFIG OUT WBITS ABITS QAT DEVICE BOARD WAVES FOLDING GAPS BACKPRESSURE \
+       TARGET_CYCLES DATASET DATA_DIR
+OUTFLAG = $(if $(OUT),--out "$$OUT")
+SIMFLAGS = $(if $(FOLDING),--folding "$$FOLDING") $(if $(GAPS),--gaps "$$GAPS") \
+           $(if $(BACKPRESSURE),--backpressure "$$BACKPRESSURE")
+QFLAGS = $(if $(WBITS),--wbits "$$WBITS") $(if $(ABITS),--abits "$$ABITS") $(if $(filter 1,$(QAT)),--qat)
 
 help:
 	@sed -n 's/^## /  /p' $(firstword $(MAKEFILE_LIST))
@@ -62,58 +71,63 @@ tools:
 
 ## train: train the float model of PRESET: build/PRESET/model.pt, reports/train.json + curves.
 train: $(STAMP)
-	$(PY) -m quant.train --config $(CONFIG) --out $(OUT)
+	$(PY) -m quant.train --config "$$CONFIG" $(OUTFLAG)
 
 ## eval: evaluate build/PRESET/model.pt and rewrite train.json's accuracy fields.
 eval: $(STAMP)
-	$(PY) -m quant.train --config $(CONFIG) --out $(OUT) --eval-only
+	$(PY) -m quant.train --config "$$CONFIG" $(OUTFLAG) --eval-only
 
-## checkpoint: make build/PRESET/model.pt exist: keep it, else the shipped one, else train.
-checkpoint: $(OUT)/model.pt
-$(OUT)/model.pt: $(CONFIG) | $(STAMP)
-	$(PY) -m quant.train --config $(CONFIG) --out $(OUT) --ensure
+## checkpoint: make build/PRESET/model.pt current (its recorded inputs): keep it, else the shipped one, else train.
+checkpoint: $(STAMP)
+	$(PY) -m quant.train --config "$$CONFIG" $(OUTFLAG) --ensure
 
 ## quantize: PTQ (QAT=1: quantization-aware training) -> build/PRESET/qmodel.{json,npz}.
 quantize: checkpoint
-	$(PY) -m quant.quantize --config $(CONFIG) --out $(OUT) $(QFLAGS)
+	$(PY) -m quant.quantize --config "$$CONFIG" $(OUTFLAG) $(QFLAGS)
 
-# The integer model, rebuilt when the checkpoint or the config changes.
-$(OUT)/qmodel.json: $(CONFIG) $(OUT)/model.pt
-	$(PY) -m quant.quantize --config $(CONFIG) --out $(OUT) $(QFLAGS)
-qmodel: $(OUT)/qmodel.json
+# The integer model, re-quantized only when its recorded inputs differ from these.
+qmodel: checkpoint
+	$(PY) -m quant.quantize --config "$$CONFIG" $(OUTFLAG) $(QFLAGS) --ensure
 
 ## verilog: Verilog of PRESET with the config's folding -> build/PRESET/rtl/ (+ cycles.json).
-verilog: $(STAMP) $(OUT)/qmodel.json
-	$(PY) -m hw.build --config $(CONFIG) --out $(OUT)/rtl $(if $(TARGET_CYCLES),--target-cycles $(TARGET_CYCLES))
+# Checked first (values, config, folders, data), then the checkpoint and integer model of the
+# same folder made current, then the RTL built from exactly that integer model.
+VFLAGS = --config "$$CONFIG" $(if $(OUT),--qmodel-dir "$$OUT") $(QFLAGS) \
+         $(if $(TARGET_CYCLES),--target-cycles "$$TARGET_CYCLES") $(if $(FOLDING),--folding "$$FOLDING")
+verilog: $(STAMP)
+	$(PY) -m hw.build $(VFLAGS) --check
+	$(PY) -m quant.train --config "$$CONFIG" $(OUTFLAG) --ensure
+	$(PY) -m quant.quantize --config "$$CONFIG" $(OUTFLAG) $(QFLAGS) --ensure
+	$(PY) -m hw.build $(VFLAGS)
 
 ## sim: the main job: checkpoint -> quantize -> Verilog -> RTL simulation of N test images vs golden.
 sim: setup
-	$(PY) -m sim.run --config $(CONFIG) --out $(OUT) --n $(N) --sim $(SIM) $(SIMFLAGS)
+	$(PY) -m sim.run --config "$$CONFIG" $(OUTFLAG) --n "$$N" --sim "$$SIM" $(if $(filter 1,$(WAVES)),--waves) $(SIMFLAGS)
 
 ## sim-full: all 10,000 test images on Verilator (compiled Verilog testbench), 0 mismatches required.
 sim-full: setup
-	$(PY) -m sim.run --config $(CONFIG) --out $(OUT) --full $(if $(FOLDING),--folding '$(FOLDING)')
+	$(PY) -m sim.run --config "$$CONFIG" $(OUTFLAG) --full $(if $(FOLDING),--folding "$$FOLDING")
 
 ## bench: simulation speed (Icarus, Verilator, whole sim run) and golden vs PyTorch speed -> build/bench/.
 bench: setup
 	$(PY) -m quant.bench
-	$(PY) -m sim.bench --config $(CONFIG)
+	$(PY) -m sim.bench --config "$$CONFIG"
 
 ## synth: yosys + nextpnr (DEVICE=up5k|ecp5-85|...) -> build/PRESET/synth/DEVICE.{json,md}.
 synth: setup
-	$(PY) -m fpga.synth --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
+	$(PY) -m fpga.synth --config "$$CONFIG" --device "$$DEVICE" $(SYNTH_ARGS)
 
 ## sweep: foldings smallest to fastest, each synthesized -> build/PRESET/synth/sweep-DEVICE.*.
 sweep: setup
-	$(PY) -m fpga.sweep --config $(CONFIG) --device $(DEVICE) $(SYNTH_ARGS)
+	$(PY) -m fpga.sweep --config "$$CONFIG" --device "$$DEVICE" $(SYNTH_ARGS)
 
 ## board: bitstream with a UART host link (BOARD=icebreaker|ulx3s-85f|upduino_v3); see docs/fpga.md.
 board: setup
-	$(PY) -m fpga.board --config $(CONFIG) --board $(BOARD) $(SYNTH_ARGS)
+	$(PY) -m fpga.board --config "$$CONFIG" --board "$$BOARD" $(SYNTH_ARGS)
 
 ## report: quantization accuracy report -> build/PRESET/reports/quant.{md,json} + PNGs.
 report: checkpoint
-	$(PY) -m quant.report --config $(CONFIG) --out $(OUT)
+	$(PY) -m quant.report --config "$$CONFIG" $(OUTFLAG)
 
 ## test: the test suite (fast; under ~15 minutes on 2 cores).
 test: setup
@@ -127,7 +141,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf build/$(PRESET)
+	@case "$$PRESET" in ""|.|..|*/*) echo "error: PRESET='$$PRESET' is not a preset name; give the name of a file in configs/" >&2; exit 2;; esac
+	rm -rf "build/$$PRESET"
 
 distclean:
 	rm -rf build $(VENV)

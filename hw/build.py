@@ -1,11 +1,19 @@
 """Generate a preset's Verilog with the folding its config asks for.
 
-    python -m hw.build --config configs/lenet5.toml [--out build/lenet5/rtl]
-                       [--target-cycles N | --folding JSON]
+    python -m hw.build --config configs/lenet5.toml [--qmodel-dir build/lenet5]
+                       [--out build/lenet5/rtl] [--target-cycles N | --folding JSON]
+                       [--wbits B] [--abits B] [--qat] [--dataset NAME] [--data-dir DIR]
 
-Reads ``build/<preset>/qmodel.json`` + ``qmodel.npz`` (``make quantize``) and the config's
-``[hardware]`` section, writes ``<out>/<top>.v``, the AXI4-Stream wrapper, ``cycles.json`` and
-the lint waivers, and prints the cycle model.
+Reads ``<qmodel-dir>/qmodel.json`` + ``qmodel.npz`` (``make quantize``; default
+``build/<preset>``) and the config's ``[hardware]`` section, writes ``<out>/<top>.v`` (default
+``<qmodel-dir>/rtl``), the AXI4-Stream wrapper, ``cycles.json``, the lint waivers and
+``provenance.json`` (:func:`hw.verilog.rtl_record`), and prints the cycle model.
+
+The integer model must have been made from exactly this config, these quantize options
+(``--wbits``/``--abits``/``--qat``, default ``WBITS``/``ABITS``/``QAT``), the checkpoint beside it,
+this data set and the current quantizer (:func:`core.records.require_current_qmodel`); otherwise
+one error names the inputs that changed and the command that rebuilds it. Everything is
+checked before anything is written; the build folder's lock is held while writing.
 
 ``[hardware]`` folding modes:
 
@@ -18,51 +26,153 @@ the lint waivers, and prints the cycle model.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import golden
 from core.config import load_config
+from core.data import check_fits, load_dataset
 from core.errors import UserError, cli
 from core.paths import build_dir
+from core.provenance import BuildLock
+from core.records import quantize_options, require_current_qmodel
 
-from .folding import resolve_folding
-from .verilog import generate
+from .folding import check_load, load_from_config, resolve_folding
+from .verilog import generate, rtl_record
 
-__all__ = ["load_integer_model", "main"]
+__all__ = ["ArgumentParser", "env_int", "env_flag", "check_folder", "check_bits",
+           "check_folding_text", "load_integer_model", "main"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``error:`` line (a :class:`UserError`)."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}; see --help")
+
+
+def env_int(name, default=None):
+    """Return the integer in the environment variable ``name`` (``default`` when unset or
+    empty); raise :class:`UserError` when it is not an integer."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name}={value!r} is not an integer; give a whole number such as "
+                        f"{name}={default if default is not None else 8}") from None
+
+
+def env_flag(name):
+    """Return whether the environment variable ``name`` is ``1`` (unset, empty or ``0``: off)."""
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise UserError(f"{name}={value!r} must be 1 (on) or 0 (off)")
+    return value == "1"
+
+
+def check_bits(name, bits):
+    """Refuse a bit width outside 2..16 (``None``: not given)."""
+    if bits is not None and not 2 <= bits <= 16:
+        raise UserError(f"{name}={bits} is out of range; use 2..16")
+
+
+def check_folder(path, what="--out"):
+    """Return ``path`` as a :class:`Path`, refusing one that exists and is not a folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; give a folder (it is created "
+                        f"if missing)")
+    return path
+
+
+def check_folding_text(text):
+    """Refuse a folding argument that cannot be one whatever the model: not ``minimal``,
+    ``target:<positive cycles>``, a file or a JSON list (checked against the model later)."""
+    if text is None or text == "minimal" or Path(text).is_file():
+        return
+    if text.startswith("target:"):
+        cycles = text.split(":", 1)[1]
+        if not cycles.isdigit() or int(cycles) < 1:
+            raise UserError(f"folding {text!r}: the target must be a positive number of cycles "
+                            f"per image, such as target:4096")
+        return
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, list):
+        raise UserError(f"folding {text!r}: expected 'minimal', 'target:<cycles>', a JSON list "
+                        f"of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one")
 
 
 def load_integer_model(config, out_dir):
+    """Return the integer model in ``out_dir`` (``golden.IntegerModel``)."""
     path = Path(out_dir)
     if not (path / "qmodel.json").is_file():
         raise UserError(f"no integer model in {path}; run `make quantize PRESET={config.name}`")
-    model = golden.load(path)
-    if model.meta.get("config_sha256") not in (None, config.sha256):
-        print(f"note: {path / 'qmodel.json'} was exported from another version of "
-              f"{config.path.name}; run `make quantize PRESET={config.name}` to refresh it",
-              file=sys.stderr)
-    return model
+    return golden.load(path)
 
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m hw.build", description=__doc__.split(
-        "\n")[0])
+    parser = ArgumentParser(prog="python -m hw.build", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--qmodel-dir", help="folder of qmodel.json (default build/<preset>)")
-    parser.add_argument("--out", help="output folder (default build/<preset>/rtl)")
+    parser.add_argument("--out", help="output folder (default <qmodel-dir>/rtl)")
     parser.add_argument("--target-cycles", type=int)
     parser.add_argument("--folding", help="'minimal', 'target:<cycles>', a JSON list of "
                         "{pe, simd} per MAC layer, or a file")
     parser.add_argument("--name", default="lenet_accel")
+    parser.add_argument("--wbits", type=int, help="the quantize option the model was made with")
+    parser.add_argument("--abits", type=int, help="the quantize option the model was made with")
+    parser.add_argument("--qat", action="store_true", default=None)
+    parser.add_argument("--dataset", default=os.environ.get("DATASET") or None)
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None)
+    parser.add_argument("--check", action="store_true",
+                        help="only check the arguments, config, folders and data set (make "
+                             "verilog runs this before quantizing)")
     args = parser.parse_args(argv)
+    wbits = args.wbits if args.wbits is not None else env_int("WBITS")
+    abits = args.abits if args.abits is not None else env_int("ABITS")
+    qat = args.qat if args.qat is not None else env_flag("QAT")
+    check_bits("WBITS", wbits)
+    check_bits("ABITS", abits)
+    if args.target_cycles is not None and args.target_cycles < 1:
+        raise UserError(f"--target-cycles {args.target_cycles} (TARGET_CYCLES): give a positive "
+                        f"number of cycles per image, or leave it out for the config's "
+                        f"[hardware] folding")
+    if not args.name.isidentifier():
+        raise UserError(f"--name {args.name!r}: a Verilog module name is letters, digits and _, "
+                        f"not starting with a digit")
+    if args.folding and args.target_cycles:
+        raise UserError("give a folding or target cycles, not both")
+    check_folding_text(args.folding)
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UserError(f"DATA_DIR {args.data_dir}: no such folder; give the folder of the IDX "
+                        f"files or leave DATA_DIR out")
     config = load_config(args.config)
-    base = build_dir(config)
-    model = load_integer_model(config, Path(args.qmodel_dir) if args.qmodel_dir else base)
+    qdir = check_folder(args.qmodel_dir or build_dir(config), "--qmodel-dir")
+    out = check_folder(args.out or qdir / "rtl")
+    data = load_dataset(args.dataset or config.dataset, args.data_dir)
+    check_fits(config, data)
+    if args.check:
+        return 0
+    load_integer_model(config, qdir)
+    require_current_qmodel(config, qdir, data.sha256, quantize_options(wbits, abits, qat))
+    model = golden.load(qdir)
     folding = resolve_folding(model.meta, dict(model.arrays), folding=args.folding,
                               target_cycles=args.target_cycles, config=config)
-    out = Path(args.out) if args.out else base / "rtl"
-    generate(model.meta, dict(model.arrays), folding, out, name=args.name)
+    try:
+        load = check_load(model.meta, load_from_config(config))
+    except ValueError as exc:
+        raise UserError(f"config {config.path.name}: hardware.{exc}") from None
+    record = rtl_record(qdir / "qmodel.json", folding, load=load, name=args.name)
+    with BuildLock(qdir, "hw.build"), BuildLock(out.parent, "hw.build"):
+        generate(model.meta, dict(model.arrays), folding, out, name=args.name,
+                 provenance=record)
     cycles = json.loads((out / "cycles.json").read_text())
     print(f"{config.name}: {out}/{args.name}.v  cycles/image {cycles['cycles_per_image']:,}  "
           f"latency {cycles['latency_cycles']:,}  multipliers {cycles['multipliers']}  "

@@ -77,21 +77,35 @@ def parse_folding(text, meta, arrays, *, dsps=None):
 
     Raise :class:`core.errors.UserError` naming the argument and the accepted forms.
     """
+    what = f"folding {text!r}"
     try:
         if text == "minimal":
             return check_folding(meta, None)
         if text.startswith("target:"):
+            cycles = text.split(":", 1)[1]
+            if not cycles.isdigit() or int(cycles) < 1:
+                raise UserError(f"{what}: the target must be a positive number of cycles per "
+                                f"image, such as target:4096")
             return check_folding(meta, assign_multipliers(
-                derive_folding(meta, int(text.split(":", 1)[1]), arrays), dsps))
+                derive_folding(meta, int(cycles), arrays), dsps))
         path = Path(text)
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
+            what = f"folding file {text}"
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"{what}: cannot read it ({exc}); give a JSON list of "
+                                f"{{\"pe\", \"simd\"}} per MAC layer") from None
+        elif path.is_dir():
+            raise UserError(f"{what} is a folder; give a file holding a JSON list of "
+                            f"{{\"pe\", \"simd\"}} per MAC layer")
         return check_folding(meta, json.loads(text))
-    except json.JSONDecodeError:
-        raise UserError(f"folding {text!r}: expected 'minimal', 'target:<cycles>', a JSON list "
-                        f"of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what}: not valid JSON (line {exc.lineno}, column {exc.colno}); "
+                        f"expected 'minimal', 'target:<cycles>', a JSON list of {{\"pe\", "
+                        f"\"simd\"}} per MAC layer, or a file holding one") from None
     except (ValueError, TypeError) as exc:
-        raise UserError(f"folding {text!r}: {exc}") from None
+        raise UserError(f"{what}: {exc}") from None
 
 
 def resolve_folding(meta, arrays, *, folding=None, target_cycles=None, config=None,

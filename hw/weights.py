@@ -24,9 +24,10 @@ class WeightStore(wiring.Component):
     With ``load`` the memories have no initial contents: ``w`` fills them after reset, lane by
     lane, word by word, the codes of a word in order (the order of ``words``); each completed
     word is registered and written the next cycle (the write ports see only registers);
-    ``loaded`` rises after the last write, and reads are enabled only from then on. Each memory has one address for its
-    write and read ports and never writes and reads in one cycle (a single-port RAM, such as
-    iCE40 SPRAM, which the memories are named for: :data:`LOADED_WEIGHTS`).
+    ``loaded`` rises after the last write, and reads are enabled only from then on. Each memory
+    has one address for its write and read ports and never writes and reads in one cycle (a
+    single-port RAM, such as iCE40 SPRAM, which the memories are named for:
+    :data:`LOADED_WEIGHTS`).
 
     Parameters
     ----------

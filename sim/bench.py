@@ -21,6 +21,7 @@ from core.config import load_config
 from core.data import load_dataset
 from core.errors import UserError, cli
 from core.paths import BUILD_DIR, ROOT, build_dir
+from core.provenance import BuildLock, write_bytes
 from hw.folding import parse_folding
 from hw.top import LeNetAccelerator
 
@@ -99,7 +100,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     config = load_config(args.config)
     qdir = build_dir(config)
-    ensure_qmodel(config.path, qdir)
+    ensure_qmodel(config, qdir)
     model = golden.load(qdir)
     folding = parse_folding(args.folding, model.meta, dict(model.arrays))
     out = Path(args.out)
@@ -149,8 +150,9 @@ def main(argv=None):
     else:
         report["skipped"]["whole run"] = proc.stderr.strip().splitlines()[-1:] or "failed"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sim.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "sim.md").write_text(_markdown(report), encoding="utf-8")
+    with BuildLock(out, "sim.bench"):
+        write_bytes(out / "sim.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
+        write_bytes(out / "sim.md", _markdown(report).encode("utf-8"))
     print(_markdown(report))
     print(f"written {out / 'sim.json'} and {out / 'sim.md'}")
     return 0

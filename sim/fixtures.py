@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import golden
+from core.config import load_config
 from core.data import load_dataset
 from core.paths import CONFIG_DIR, build_dir
 from hw.folding import derive_folding
@@ -18,7 +19,7 @@ TEST_TARGET_CYCLES = 4096
 
 def lenet5_qmodel():
     """Return ``golden.IntegerModel`` of the default preset (checkpoint/quantize if needed)."""
-    ensure_qmodel(CONFIG_DIR / "lenet5.toml", QMODEL_DIR)
+    ensure_qmodel(load_config(CONFIG_DIR / "lenet5.toml"), QMODEL_DIR)
     return golden.load(QMODEL_DIR)
 
 

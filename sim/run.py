@@ -3,18 +3,21 @@
 ``python -m sim.run --config configs/lenet5.toml --n 16 --sim icarus [--waves] [--gaps 0.3
 --backpressure 0.3] [--folding ...] [--full]``
 
-ensure the checkpoint (train only if missing) → quantize (if the integer model is missing or
-older than the checkpoint or config) → Verilog (if the model, folding or hw/ changed) → simulate
-N test images back to back with the cocotb testbench → a table (image, label, golden class, RTL
-class, match, cycles) and ``build/<preset>/sim/summary.json``. Exit status 1 on any mismatch.
+Every argument, the config, the data set (``--dataset``/``DATASET``, ``--data-dir``/``DATA_DIR``)
+and the image range are checked before anything is written. Then: the checkpoint
+(``quant.train --ensure``) → the integer model (re-quantized when its record differs: config,
+``WBITS``/``ABITS``/``QAT``, checkpoint, data, quantizer) → Verilog (regenerated when its record
+differs: integer model, folding, hw/ and core/ sources) → simulate N test images back to back
+with the cocotb testbench → a table (image, label, golden class, RTL class, match, cycles) and
+``<out>/sim/summary.json`` (default ``build/<config name>``), whose ``"chain"`` gives the
+SHA-256 of the config, checkpoint, integer model, Verilog and result it verified. The build
+folder's lock is held from the Verilog on. Exit status 1 on any mismatch.
 
 ``--full`` runs all test images on Verilator through the generated self-checking Verilog
 testbench (``rtl/tb_<top>.v``, no Python in the loop), with the fastest folding unless
 ``--folding`` is given.
 """
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -24,13 +27,16 @@ import numpy as np
 
 import golden
 from core.config import load_config
-from core.data import load_dataset
+from core.data import check_fits, load_dataset
 from core.errors import UserError, cli
 from core.paths import build_dir
+from core.provenance import BuildLock, sha256_json, write_json
+from core.records import require_current_qmodel
+from hw.build import ArgumentParser, check_folder, check_folding_text, env_int
 from hw.folding import FULL_TARGET_CYCLES, fastest_folding, folding_from_config, parse_folding
 from hw.top import LeNetAccelerator
 
-from .flow import ensure_qmodel, ensure_rtl
+from .flow import chain, ensure_qmodel, ensure_rtl, options_from_env
 from .runner import simulate
 from .tools import SIMULATORS, find_simulator
 from .vectors import run_testbench, write_testbench
@@ -38,30 +44,14 @@ from .vectors import run_testbench, write_testbench
 __all__ = ["main", "fastest_folding", "FULL_TARGET_CYCLES"]
 
 
-def lock_build_dir(out):
-    """Take ``out``'s exclusive run lock, or raise: two runs on one folder would overwrite each
-    other's Verilog, simulator build and vectors mid-run."""
-    import fcntl
-    out.mkdir(parents=True, exist_ok=True)
-    handle = open(out / ".sim.lock", "w")  # noqa: SIM115 (kept open: the lock lives with it)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise UserError(f"another simulation is running in {out}; wait for it to finish or "
-                        f"give this one its own folder with --out") from None
-    return handle
-
-
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m sim.run", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=os.environ.get("CONFIG", "configs/lenet5.toml"),
+    p = ArgumentParser(prog="python -m sim.run", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=os.environ.get("CONFIG") or "configs/lenet5.toml",
                    help="config path or preset name (default configs/lenet5.toml)")
-    p.add_argument("--out", help="output folder (default build/<preset>)")
-    p.add_argument("--n", type=int, default=int(os.environ.get("N", 16)),
-                   help="test images to simulate (default 16)")
+    p.add_argument("--out", help="output folder (default build/<config name>)")
+    p.add_argument("--n", type=int, help="test images to simulate (default N or 16)")
     p.add_argument("--first", type=int, default=0, help="index of the first test image")
-    p.add_argument("--sim", default=os.environ.get("SIM", "icarus"), choices=SIMULATORS)
+    p.add_argument("--sim", default=os.environ.get("SIM") or "icarus", choices=SIMULATORS)
     p.add_argument("--waves", action="store_true", default=os.environ.get("WAVES") == "1",
                    help="write FST waves (build/<preset>/sim/...)")
     p.add_argument("--gaps", type=float, default=0.0,
@@ -74,6 +64,10 @@ def _parser():
     p.add_argument("--taps", action="store_true", default=os.environ.get("TAPS") == "1",
                    help="compare every inter-stage stream with golden's layer outputs")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dataset", default=os.environ.get("DATASET") or None,
+                   help="data set (default the config's model.dataset)")
+    p.add_argument("--data-dir", default=os.environ.get("DATA_DIR") or None,
+                   help="folder of IDX files to read instead")
     p.add_argument("--full", action="store_true",
                    help="all test images on Verilator via the generated Verilog testbench")
     p.add_argument("--quiet", action="store_true", help="no per-image table")
@@ -81,12 +75,20 @@ def _parser():
 
 
 def _check_args(args):
+    if args.n is None:
+        args.n = env_int("N", 16)
     if args.n < 1:
-        raise UserError(f"--n {args.n}: give at least 1 image")
+        raise UserError(f"--n {args.n} (N): give at least 1 image")
+    if args.first < 0:
+        raise UserError(f"--first {args.first}: give the index of a test image (0 or more)")
     for name in ("gaps", "backpressure"):
         value = getattr(args, name)
         if not 0 <= value <= 0.95:
             raise UserError(f"--{name} {value}: use a probability in 0..0.95")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UserError(f"DATA_DIR {args.data_dir}: no such folder; give the folder of the IDX "
+                        f"files or leave DATA_DIR out")
+    check_folding_text(args.folding)
 
 
 @cli
@@ -95,12 +97,26 @@ def main(argv=None):
     _check_args(args)
     t_start = time.monotonic()
     config = load_config(args.config)
-    out = Path(args.out) if args.out else build_dir(config)
-    lock = lock_build_dir(out)  # held until this process ends  # noqa: F841
+    out = check_folder(args.out or build_dir(config))
     sim = "verilator" if args.full else args.sim
     find_simulator(sim)
-    ensure_qmodel(config.path, out)
+    options = options_from_env()
+    data = load_dataset(args.dataset or config.dataset, args.data_dir)
+    check_fits(config, data)
+    total = len(data.test.labels)
+    n = total - args.first if args.full else args.n
+    if args.first >= total or args.first + n > total:
+        raise UserError(f"--first {args.first} --n {n}: the {data.name} test set has {total} "
+                        f"images (0..{total - 1})")
+    with BuildLock(out, "sim"):            # refuse at once when another writer is running
+        pass
+    ensure_qmodel(config, out, data=data, data_dir=args.data_dir, options=options)
+    with BuildLock(out, "sim"):
+        require_current_qmodel(config, out, data.sha256, options)
+        return _simulate(args, config, out, data, sim, n, t_start)
 
+
+def _simulate(args, config, out, data, sim, n, t_start):
     qmodel = golden.load(out)
     if args.folding:
         folding = parse_folding(args.folding, qmodel.meta, dict(qmodel.arrays))
@@ -111,11 +127,7 @@ def main(argv=None):
     rtl_dir = out / "rtl"
     paths, cycles, folding = ensure_rtl(out, folding, rtl_dir)
 
-    test = load_dataset(config.dataset).test
-    n = len(test.labels) - args.first if args.full else args.n
-    if args.first + n > len(test.labels):
-        raise UserError(f"--first {args.first} --n {n}: the test set has {len(test.labels)} "
-                        f"images")
+    test = data.test
     images = test.images[args.first:args.first + n]
     labels = test.labels[args.first:args.first + n]
     expected = qmodel.run(images)
@@ -216,9 +228,12 @@ def main(argv=None):
         "waves": waves,
         "rtl": str(paths["top"]),
         "verilog_testbench": str(rtl_dir / "tb_lenet_accel.v"),
+        "dataset": data.name,
     }
-    (sim_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
-                                          encoding="utf-8")
+    summary["chain"] = chain(config, out, paths["top"], sha256_json(
+        {"outputs": outputs, "mismatches": int(mismatches), "images": n,
+         "first_image": args.first}))
+    write_json(sim_dir / "summary.json", summary)
     print(f"{n} images on {sim}: {mismatches} mismatches; RTL accuracy "
           f"{summary['rtl_accuracy']:.4f}, golden {summary['golden_accuracy']:.4f}; "
           f"{measured_cpi} cycles/image (model {cycles['cycles_per_image']}), latency "

@@ -7,8 +7,12 @@ import pytest
 
 import golden
 from core.config import load_config
+from core.data import load_dataset
 from core.paths import CONFIG_DIR
+from core.provenance import read_json, sha256_file
+from core.records import qmodel_record
 from hw import build
+from hw.verilog import rtl_record
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
@@ -25,11 +29,27 @@ def _discard_unused():
     discard_unused()
 
 
-@pytest.fixture
-def qmodel(tmp_path):
+@pytest.fixture(scope="module")
+def mnist_sha256():
+    return load_dataset("mnist").sha256
+
+
+def _save(folder, mnist_sha256, options=None, config=CONFIG):
+    """Save a small integer model in ``folder`` recorded as quantized from ``config``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.pt").write_bytes(b"weights")
     meta, arrays = golden.random_qmodel(SPEC, 0, height=6, calibration=4)
-    golden.save(meta, arrays, tmp_path / "q")
-    return tmp_path / "q"
+    meta["provenance"] = qmodel_record(load_config(config), folder / "model.pt", mnist_sha256,
+                                       options)
+    golden.save(meta, arrays, folder)
+    return folder
+
+
+@pytest.fixture
+def qmodel(tmp_path, mnist_sha256, monkeypatch):
+    for name in ("WBITS", "ABITS", "QAT", "DATASET", "DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return _save(tmp_path / "q", mnist_sha256)
 
 
 def _main(capsys, argv):
@@ -43,8 +63,13 @@ def test_writes_the_verilog_and_the_cycle_model(capsys, qmodel, tmp_path):
     code, out, err = _main(capsys, ["--config", CONFIG, "--qmodel-dir", qmodel, "--out",
                                     out_dir, "--folding", "minimal", "--name", "tiny"])
     assert code == 0 and err == []
-    assert sorted(p.name for p in out_dir.iterdir()) == ["cycles.json", "lint.vlt", "tiny.v",
+    assert sorted(p.name for p in out_dir.iterdir()) == ["cycles.json", "lint.vlt",
+                                                          "provenance.json", "tiny.v",
                                                           "tiny_axis.v"]
+    stored = read_json(out_dir / "provenance.json")
+    assert stored["provenance"] == rtl_record(qmodel / "qmodel.json", cycles_folding(out_dir),
+                                              name="tiny")
+    assert stored["outputs"]["tiny.v"] == sha256_file(out_dir / "tiny.v")
     assert "module tiny(" in (out_dir / "tiny.v").read_text()
     cycles = json.loads((out_dir / "cycles.json").read_text())
     assert cycles["multipliers"] == 2                     # minimal: one per MAC layer
@@ -81,17 +106,43 @@ def test_folding_and_target_together_are_refused(capsys, qmodel, tmp_path):
     assert code == 2 and err == ["error: give a folding or target cycles, not both"]
 
 
-def test_a_model_from_another_config_version_gets_a_note(capsys, tmp_path):
-    meta, arrays = golden.random_qmodel(SPEC, 0, height=6, calibration=4)
-    meta["config_sha256"] = "0" * 64
-    golden.save(meta, arrays, tmp_path)
-    config = load_config(CONFIG)
-    model = build.load_integer_model(config, tmp_path)
-    assert model.meta["config_sha256"] == "0" * 64
-    assert capsys.readouterr().err.splitlines() == [
-        f"note: {tmp_path / 'qmodel.json'} was exported from another version of lenet5.toml; "
-        f"run `make quantize PRESET=lenet5` to refresh it"]
-    meta["config_sha256"] = config.sha256
-    golden.save(meta, arrays, tmp_path)
-    build.load_integer_model(config, tmp_path)
-    assert capsys.readouterr().err == ""
+def cycles_folding(out_dir):
+    return json.loads((out_dir / "cycles.json").read_text())["folding"]
+
+
+def test_the_rtl_goes_into_the_folder_of_the_integer_model(capsys, qmodel):
+    code, _, err = _main(capsys, ["--config", CONFIG, "--qmodel-dir", qmodel])
+    assert code == 0 and err == []
+    assert (qmodel / "rtl" / "lenet_accel.v").is_file()
+    assert not (qmodel / "rtl" / ".lock").exists() and (qmodel / ".lock").is_file()
+
+
+def test_a_model_quantized_with_other_options_is_refused(capsys, tmp_path, mnist_sha256,
+                                                         monkeypatch):
+    folder = _save(tmp_path / "q4", mnist_sha256, {"wbits": 4})
+    code, out, err = _main(capsys, ["--config", CONFIG, "--qmodel-dir", folder])
+    assert code == 2 and out == []
+    assert err == [f"error: {folder / 'qmodel.json'} was not made from these inputs (inputs "
+                   f"changed: options); rebuild it with `make quantize PRESET=lenet5`"]
+    assert not (folder / "rtl").exists()
+    code, _, err = _main(capsys, ["--config", CONFIG, "--qmodel-dir", folder, "--wbits", "4",
+                                  "--folding", "minimal"])
+    assert code == 0 and err == []
+    monkeypatch.setenv("WBITS", "4")                       # make verilog WBITS=4
+    code, _, err = _main(capsys, ["--config", CONFIG, "--qmodel-dir", folder, "--folding",
+                                  "minimal"])
+    assert code == 0 and err == []
+
+
+def test_a_model_of_another_config_or_checkpoint_is_refused(capsys, tmp_path, mnist_sha256):
+    folder = _save(tmp_path / "tanh", mnist_sha256, config=CONFIG_DIR / "lenet5-tanh.toml")
+    code, _, err = _main(capsys, ["--config", CONFIG, "--qmodel-dir", folder])
+    assert code == 2 and err == [
+        f"error: {folder / 'qmodel.json'} was not made from these inputs (inputs changed: "
+        f"config); rebuild it with `make quantize PRESET=lenet5`"]
+    (folder / "model.pt").write_bytes(b"retrained")
+    code, _, err = _main(capsys, ["--config", CONFIG_DIR / "lenet5-tanh.toml", "--qmodel-dir",
+                                  folder])
+    assert code == 2 and err == [
+        f"error: {folder / 'qmodel.json'} was not made from these inputs (inputs changed: "
+        f"checkpoint); rebuild it with `make quantize PRESET=lenet5-tanh`"]

@@ -42,9 +42,8 @@ def test_folding_from_config(lenet):
     assert folding_from_config(explicit, meta, arrays) == [
         {"pe": 6, "simd": 1}, {"pe": 1, "simd": 1}, {"pe": 1, "simd": 2},
         {"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}]
-    bad = config('[hardware]\nfolding = "explicit"\n[hardware.layers.c3]\npe = 7\n')
-    with pytest.raises(ConfigError, match="pe=7 does not divide out_channels=16"):
-        folding_from_config(bad, meta, arrays)
+    with pytest.raises(ConfigError, match="c3.pe=7 does not divide the 16 outputs of 'c3'"):
+        config('[hardware]\nfolding = "explicit"\n[hardware.layers.c3]\npe = 7\n')
 
 
 def test_device_section(lenet):

@@ -17,7 +17,7 @@ def test_mnist_images_are_a_slice_of_the_test_split():
 def test_lenet5_qmodel_comes_from_the_preset_folder(monkeypatch):
     ensured = []
     monkeypatch.setattr(fixtures, "ensure_qmodel", lambda config, out: ensured.append(
-        (config.name, out)))
+        (config.path.name, out)))
     monkeypatch.setattr(fixtures.golden, "load", lambda folder: f"model in {folder}")
     assert fixtures.QMODEL_DIR == build_dir("lenet5")
     assert fixtures.lenet5_qmodel() == f"model in {fixtures.QMODEL_DIR}"

@@ -1,6 +1,6 @@
-"""sim.flow: the steps before a simulation run only when their inputs changed."""
+"""sim.flow: the steps before a simulation run only when their recorded inputs changed (never
+by file dates)."""
 
-import json
 import os
 import sys
 
@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 import golden
+import hw.verilog
+from core import records
+from core.config import load_config
 from core.errors import UserError
+from core.paths import CONFIG_DIR
+from core.provenance import read_json, sha256_file, write_json
 from sim import flow
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -26,77 +31,138 @@ def _discard_unused():
     discard_unused()
 
 
-class Steps:
-    """Stands in for ``_run_step``: records each step and writes the files it would write."""
+CONFIG_TEXT = (CONFIG_DIR / "lenet5.toml").read_text()
+DATA = "d" * 64
 
-    def __init__(self, out):
+
+class Data:
+    """Stands in for a loaded data set: its name and identity."""
+    name = "mnist"
+    sha256 = DATA
+
+
+class Steps:
+    """Stands in for ``_run_step``: records each step and writes what it would write; the
+    integer model gets the record of the checkpoint, config, options and data it was asked
+    for."""
+
+    def __init__(self, out, config):
         self.out = out
+        self.config = config
         self.ran = []
+        self.commands = []
 
     def __call__(self, what, cmd):
         self.ran.append(what)
-        names = ["model.pt"] if what == "checkpoint" else ["qmodel.json", "qmodel.npz"]
-        for name in names:
-            (self.out / name).write_bytes(b"")
+        self.commands.append(cmd)
+        if what == "checkpoint":
+            if not (self.out / "model.pt").exists():
+                (self.out / "model.pt").write_bytes(b"weights")
+            return
+        options = {}
+        if "--wbits" in cmd:
+            options["wbits"] = int(cmd[cmd.index("--wbits") + 1])
+        record = records.qmodel_record(self.config, self.out / "model.pt", DATA, options)
+        write_json(self.out / "qmodel.json", {"provenance": record})
+        (self.out / "qmodel.npz").write_bytes(b"")
 
 
-def _age(path, seconds):
-    stat = path.stat()
-    os.utime(path, (stat.st_atime - seconds, stat.st_mtime - seconds))
+def _config(tmp_path, text=CONFIG_TEXT):
+    path = tmp_path / "lenet5.toml"
+    path.write_text(text)
+    return load_config(path)
 
 
 @pytest.fixture
 def steps(monkeypatch, tmp_path):
     out = tmp_path / "build"
     out.mkdir()
-    recorder = Steps(out)
+    config = _config(tmp_path)
+    recorder = Steps(out, config)
     monkeypatch.setattr(flow, "_run_step", recorder)
-    config = tmp_path / "lenet5.toml"
-    config.write_text("")
-    _age(config, 100)
     return recorder, config, out
 
 
-def test_ensure_qmodel_trains_then_quantizes_from_nothing(steps):
+def _ensure(config, out, capsys, **kwargs):
+    flow.ensure_qmodel(config, out, data=Data(), **kwargs)
+    return capsys.readouterr().err.splitlines()
+
+
+def test_ensure_qmodel_checkpoints_then_quantizes_from_nothing(steps, capsys):
     recorder, config, out = steps
-    assert flow.ensure_qmodel(config, out) == out
+    assert _ensure(config, out, capsys) == []
     assert recorder.ran == ["checkpoint", "quantize"]
+    assert recorder.commands[0][1:] == ["-m", "quant.train", "--config", str(config.path),
+                                        "--out", str(out), "--dataset", "mnist", "--ensure"]
+    assert recorder.commands[1][1:] == ["-m", "quant.quantize", "--config", str(config.path),
+                                        "--out", str(out), "--dataset", "mnist"]
 
 
-def test_ensure_qmodel_keeps_an_up_to_date_model(steps):
+def test_ensure_qmodel_keeps_a_current_model_whatever_the_file_dates(steps, capsys):
     recorder, config, out = steps
-    for name in ("model.pt", "qmodel.json", "qmodel.npz"):
-        (out / name).write_bytes(b"")
-    _age(out / "model.pt", 50)
-    flow.ensure_qmodel(config, out)
-    assert recorder.ran == []
+    _ensure(config, out, capsys)
+    for name in ("qmodel.json", "qmodel.npz"):          # older than the checkpoint and config
+        os.utime(out / name, (0, 0))
+    recorder.ran.clear()
+    assert _ensure(config, out, capsys) == []
+    assert recorder.ran == ["checkpoint"]               # train --ensure decides for model.pt
 
 
-@pytest.mark.parametrize("older", ["qmodel.json", "qmodel.npz"])
-def test_ensure_qmodel_requantizes_after_a_new_checkpoint(steps, older):
+def test_ensure_qmodel_requantizes_after_another_checkpoint(steps, capsys):
     recorder, config, out = steps
-    for name in ("model.pt", "qmodel.json", "qmodel.npz"):
-        (out / name).write_bytes(b"")
-    _age(out / older, 60)                       # older than model.pt
-    flow.ensure_qmodel(config, out)
-    assert recorder.ran == ["quantize"]
+    _ensure(config, out, capsys)
+    (out / "model.pt").write_bytes(b"retrained")
+    recorder.ran.clear()
+    assert _ensure(config, out, capsys) == [
+        f"rebuilding {out / 'qmodel.json'}: inputs changed: checkpoint"]
+    assert recorder.ran == ["checkpoint", "quantize"]
+    assert _ensure(config, out, capsys) == []
 
 
-def test_ensure_qmodel_requantizes_after_a_config_change(steps):
+def test_ensure_qmodel_requantizes_for_other_options_and_data(steps, capsys, monkeypatch):
     recorder, config, out = steps
-    for name in ("model.pt", "qmodel.json", "qmodel.npz"):
-        (out / name).write_bytes(b"")
-        _age(out / name, 200)
-    flow.ensure_qmodel(config, out)
-    assert recorder.ran == ["quantize"]
+    _ensure(config, out, capsys)
+    assert _ensure(config, out, capsys, options={"wbits": 4}) == [
+        f"rebuilding {out / 'qmodel.json'}: inputs changed: options"]
+    assert recorder.commands[-1][-2:] == ["--wbits", "4"]
+    assert _ensure(config, out, capsys) == [
+        f"rebuilding {out / 'qmodel.json'}: inputs changed: options"]   # back to the config's
+    monkeypatch.setattr(Data, "sha256", "e" * 64)
+    assert _ensure(config, out, capsys)[0] == (f"rebuilding {out / 'qmodel.json'}: inputs "
+                                               f"changed: data")
 
 
-def test_ensure_qmodel_requantizes_a_missing_half(steps):
+def test_ensure_qmodel_follows_the_quant_section_not_the_hardware_one(steps, capsys, tmp_path):
     recorder, config, out = steps
-    for name in ("model.pt", "qmodel.json"):
-        (out / name).write_bytes(b"")
-    flow.ensure_qmodel(config, out)
-    assert recorder.ran == ["quantize"]
+    _ensure(config, out, capsys)
+    recorder.ran.clear()
+    hardware = _config(tmp_path, CONFIG_TEXT.replace("target_cycles = 4800",
+                                                     "target_cycles = 9600"))
+    assert _ensure(hardware, out, capsys) == [] and recorder.ran == ["checkpoint"]
+    quant = _config(tmp_path, CONFIG_TEXT.replace("wbits = 8", "wbits = 6"))
+    assert _ensure(quant, out, capsys) == [
+        f"rebuilding {out / 'qmodel.json'}: inputs changed: config"]
+    assert recorder.ran == ["checkpoint", "checkpoint", "quantize"]
+
+
+@pytest.mark.parametrize("broken", ["missing npz", "no record", "generator"])
+def test_ensure_qmodel_requantizes_an_incomplete_or_foreign_model(steps, capsys, broken,
+                                                                   monkeypatch):
+    recorder, config, out = steps
+    _ensure(config, out, capsys)
+    if broken == "missing npz":
+        (out / "qmodel.npz").unlink()
+        names = "config, options, checkpoint, data, generator"
+    elif broken == "no record":
+        write_json(out / "qmodel.json", {"layers": []})
+        names = "config, options, checkpoint, data, generator"
+    else:
+        monkeypatch.setattr(records, "generator_digest", lambda: "0" * 64)
+        names = "generator"
+    recorder.ran.clear()
+    assert _ensure(config, out, capsys) == [
+        f"rebuilding {out / 'qmodel.json'}: inputs changed: {names}"]
+    assert recorder.ran == ["checkpoint", "quantize"]
 
 
 def test_a_failing_step_is_one_user_error(capsys):
@@ -117,23 +183,24 @@ def qmodel(tmp_path_factory):
 
 
 class Generate:
-    """Stands in for ``hw.verilog.generate``: records each call, writes the files it names."""
+    """Stands in for ``hw.verilog.generate``: records each call, writes the files it names and
+    the record it is given."""
 
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, meta, arrays, folding, out, *, name):
+    def __call__(self, meta, arrays, folding, out, *, name, provenance):
         self.calls += 1
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"top": out / f"{name}.v", "axis": out / f"{name}_axis.v",
-                 "cycles": out / "cycles.json", "lint": out / "lint.vlt"}
+        paths = hw.verilog.output_paths(out, name)
         for path in paths.values():
-            path.write_text("")
-        paths["cycles"].write_text(json.dumps({"folding": folding}))
+            write_json(path, {})
+        write_json(paths["cycles"], {"folding": folding})
+        write_json(out / "provenance.json", {"provenance": provenance, "outputs": {
+            path.name: sha256_file(path) for path in paths.values()}})
         return paths
 
 
-def test_ensure_rtl_rebuilds_only_what_changed(qmodel, tmp_path, monkeypatch):
+def test_ensure_rtl_rebuilds_only_what_changed(qmodel, tmp_path, monkeypatch, capsys):
     generate = Generate()
     monkeypatch.setattr(flow, "generate", generate)
     rtl = tmp_path / "rtl"
@@ -146,9 +213,14 @@ def test_ensure_rtl_rebuilds_only_what_changed(qmodel, tmp_path, monkeypatch):
 
     assert rebuilt(MINIMAL) == 1
     assert rebuilt(MINIMAL) == 0                                    # unchanged: reused
+    os.utime(qmodel / "qmodel.json")                                # dates do not count
+    assert rebuilt(MINIMAL) == 0
+    capsys.readouterr()
     faster = [{"pe": 2, "simd": 1}, {"pe": 1, "simd": 1}]
     assert rebuilt(faster) == 1                                     # another folding
-    assert rebuilt(MINIMAL) == 1                                    # one stamp: the last build
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"rebuilding {rtl / 'lenet_accel.v'}: inputs changed: folding")
+    assert rebuilt(MINIMAL) == 1                                    # one record: the last build
     model = golden.load(qmodel)
     arrays = {k: np.array(v) for k, v in model.arrays.items()}
     assert rebuilt(MINIMAL, arrays=arrays) == 1                    # weights given explicitly
@@ -157,15 +229,19 @@ def test_ensure_rtl_rebuilds_only_what_changed(qmodel, tmp_path, monkeypatch):
     assert rebuilt(MINIMAL, arrays=arrays) == 1                    # other weights
     (rtl / "lint.vlt").unlink()
     assert rebuilt(MINIMAL, arrays=arrays) == 1                    # an output went missing
+    (rtl / "lenet_accel.v").write_text("edited")
+    capsys.readouterr()
+    assert rebuilt(MINIMAL, arrays=arrays) == 1                    # an output was edited
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"rebuilding {rtl / 'lenet_accel.v'}: inputs changed: outputs")
     assert rebuilt(MINIMAL, arrays=arrays, name="tiny") == 1       # another module name
-    hw = tmp_path / "hw"
-    hw.mkdir()
-    (hw / "stage.py").write_text("x = 1\n")
-    monkeypatch.setattr(flow, "HW_DIR", hw)
-    assert rebuilt(MINIMAL, arrays=arrays, name="tiny") == 1       # hw/ sources changed
-    (hw / "stage.py").write_text("x = 2\n")
-    assert rebuilt(MINIMAL, arrays=arrays, name="tiny") == 1
+    monkeypatch.setattr(hw.verilog, "generator_digest", lambda: "1" * 64)
+    assert rebuilt(MINIMAL, arrays=arrays, name="tiny") == 1       # hw/ or core/ changed
     assert rebuilt(MINIMAL, arrays=arrays, name="tiny") == 0
+    record = read_json(rtl / "provenance.json")["provenance"]
+    assert sorted(record) == ["arrays", "folding", "generator", "load", "name", "qmodel"]
+    assert record["qmodel"] == sha256_file(qmodel / "qmodel.json")
+    assert record["name"] == "tiny" and record["generator"] == "1" * 64
 
 
 def test_ensure_rtl_with_the_real_generator(capsys, qmodel, tmp_path):
@@ -175,8 +251,24 @@ def test_ensure_rtl_with_the_real_generator(capsys, qmodel, tmp_path):
     assert paths["top"] == tmp_path / "tiny.v" and paths["axis"] == tmp_path / "tiny_axis.v"
     assert all(path.is_file() for path in paths.values())
     assert cycles["multipliers"] == 2
+    stored = read_json(tmp_path / "provenance.json")
+    assert stored["provenance"] == hw.verilog.rtl_record(qmodel / "qmodel.json", MINIMAL,
+                                                         name="tiny")
+    assert stored["outputs"] == {p.name: sha256_file(p) for k, p in paths.items()
+                                 if k != "provenance"}
     flow.ensure_rtl(qmodel, MINIMAL, tmp_path, name="tiny")
     assert capsys.readouterr().err == ""
+
+
+def test_chain_names_every_artifact(qmodel, tmp_path):
+    config = _config(tmp_path)
+    (qmodel / "model.pt").write_bytes(b"weights")
+    top = tmp_path / "top.v"
+    top.write_text("module top; endmodule\n")
+    assert flow.chain(config, qmodel, top, "r" * 64) == {
+        "config": config.sha256, "checkpoint": sha256_file(qmodel / "model.pt"),
+        "qmodel": sha256_file(qmodel / "qmodel.json"), "rtl": sha256_file(top),
+        "result": "r" * 64}
 
 
 def test_ensure_rtl_bad_folding(qmodel, tmp_path):
