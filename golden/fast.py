@@ -44,7 +44,8 @@ the bounds, :class:`Plan`); each layer kind's stage is built by its op in :mod:`
 (``Op.stage``), so the plan never looks at a layer's kind.
 
 **Saturation and activation.** With ``v = floor(y) - K``: codes above ``hi`` or below ``lo`` are
-exactly ``y >= hi + 1 + K`` and ``y < lo + K`` (counted, except the ReLU's clamp at 0), then
+exactly ``y >= hi + 1 + K`` and ``y < lo + K`` (counted, except the ReLU's clamp at 0: as
+clamps at a lookup table's lossless end, ``layer.lossless``, else as saturations), then
 
 - ``relu``/``none``: ``clip(floor(y), lo, hi)`` (K = 0);
 - ``lut``, extended table (when it has at most ``EXT_LIMIT`` entries and the bound holds with
@@ -183,6 +184,7 @@ class Requant:
         self.lo, self.hi = L.format_range(layer.requant_format)
         self.signed = layer.requant_format["signed"]
         self.lut = layer.lut
+        self.lossless = layer.lossless if layer.lut is not None else (False, False)
         self.halves = [1 << (s - 1) if s > 0 else 0 for s in self.shifts]
         self.k = 0
         self.ext = None
@@ -234,13 +236,15 @@ class Requant:
                         dtype=np.float32)
 
     def count(self, y, peak=None):
-        """Saturations among ``y`` (``peak``: the pooled maxima of ``y``, for a quick test)."""
-        n = count(y if peak is None else peak, self.hi + 1 + self.k, True)
-        if n and peak is not None:
-            n = count(y, self.hi + 1 + self.k, True)
-        if self.signed:
-            n += count(y, self.lo + self.k, False)
-        return n
+        """``(saturations, clamps)`` among ``y`` (``peak``: the pooled maxima of ``y``, for a
+        quick test); a clamp at an end of ``layer.lossless`` is a clamp, else a saturation."""
+        high = count(y if peak is None else peak, self.hi + 1 + self.k, True)
+        if high and peak is not None:
+            high = count(y, self.hi + 1 + self.k, True)
+        low = count(y, self.lo + self.k, False) if self.signed else 0
+        low_ok, high_ok = self.lossless
+        saturations = (0 if low_ok else low) + (0 if high_ok else high)
+        return saturations, low + high - saturations
 
     def apply(self, y, local, key):
         """Codes from ``y`` (overwritten); a new or per-thread array of y's shape."""
@@ -295,9 +299,9 @@ class Stage:
     """One layer's step of a :class:`Plan` (each op of :mod:`golden.ops` builds its own).
 
     ``run(x, m, local)`` maps a batch of ``m`` float32 inputs in ``in_layout`` to the outputs in
-    ``layout`` and returns ``(y, {layer name: saturations})``. ``fusable``: a max pooling after
-    it may apply its activation (``act``) to the pooled values, setting ``defer``; ``fused``:
-    the stage whose activation this one applies.
+    ``layout`` and returns ``(y, {layer name: (saturations, clamps)})``. ``fusable``: a max
+    pooling after it may apply its activation (``act``) to the pooled values, setting
+    ``defer``; ``fused``: the stage whose activation this one applies.
     """
 
     fast = True
@@ -326,8 +330,8 @@ class Slow(Stage):
         self.layout = Spatial(*layer.out_shape)
 
     def run(self, x, m, local):
-        out, _, saturations = self.layer.forward(x)
-        return out, {self.name: saturations}
+        out, _, counts = self.layer.forward(x)
+        return out, {self.name: counts}
 
     def tap(self, x, m):
         return x
@@ -422,7 +426,7 @@ class Plan:
             if taps:
                 tapped.append(stage.tap(x, m))
         scores = (x.astype(np.int64) if fast else x).reshape(m, self.model.num_classes)
-        return scores, [counts.get(name, 0) for name in self.model.layer_names], tapped
+        return scores, [counts.get(name, (0, 0)) for name in self.model.layer_names], tapped
 
     def _previous_layout(self, stage):
         if stage.index == 0:

@@ -18,9 +18,9 @@ import numpy as np
 from core.kinds import KINDS
 
 __all__ = [
-    "pad2d", "conv2d", "dense", "requantize", "apply_lut", "maxpool", "avgpool", "subsample",
-    "global_avgpool", "rbf", "classify", "format_range", "build_lut", "acc_bits_for",
-    "LUT_FUNCTIONS", "ACC_KINDS",
+    "pad2d", "conv2d", "dense", "requantize", "requantize_split", "apply_lut", "maxpool",
+    "avgpool", "subsample", "global_avgpool", "rbf", "classify", "format_range", "build_lut",
+    "lut_limits", "lut_lossless", "acc_bits_for", "LUT_FUNCTIONS", "ACC_KINDS",
 ]
 
 #: Activation functions a lookup table can hold (see :func:`build_lut`).
@@ -219,19 +219,8 @@ def dense(x, weight, bias):
     return _exact_matmul(x, weight.T, bound) + bias[None, :]
 
 
-def requantize(acc, shift, fmt):
-    """Shift accumulators to a format's fraction, round half up, saturate; count saturations.
-
-    ``shift`` is an int, or one int per channel applied along axis 1 of ``acc``. For a shift
-    ``s > 0`` the code is ``(acc + 2^(s-1)) >> s`` (arithmetic shift, so ties round up: -0.5
-    becomes 0, 0.5 becomes 1); for ``s <= 0`` it is ``acc << -s``. The code is then clamped to
-    the range of ``fmt`` (:func:`format_range`).
-
-    Return ``(q, saturations)``: the int64 codes, and how many elements were clamped (an int).
-    The clamp of negative values to 0 in an unsigned format is the ReLU, not a saturation: it is
-    not counted.
-    """
-    where = "requantize"
+def _requantize(acc, shift, fmt, where):
+    """Round and clamp like :func:`requantize`; return ``(q, (clamped low, clamped high))``."""
     acc = _int_array(acc, where, "acc")
     lo, hi = format_range(fmt)
     if isinstance(shift, (int, np.integer)) and not isinstance(shift, (bool, np.bool_)):
@@ -257,11 +246,69 @@ def requantize(acc, shift, fmt):
         clipped = np.clip(value, np.right_shift(lo, left) - 1, np.right_shift(hi, left) + 1)
         value = np.where(left > 0, clipped, value)
         value <<= left
-    saturations = np.count_nonzero(value > hi)
-    if lo < 0:
-        saturations += np.count_nonzero(value < lo)
+    low = int(np.count_nonzero(value < lo)) if lo < 0 else 0
+    high = int(np.count_nonzero(value > hi))
     np.clip(value, lo, hi, out=value)
-    return value, int(saturations)
+    return value, (low, high)
+
+
+def requantize(acc, shift, fmt):
+    """Shift accumulators to a format's fraction, round half up, saturate; count saturations.
+
+    ``shift`` is an int, or one int per channel applied along axis 1 of ``acc``. For a shift
+    ``s > 0`` the code is ``(acc + 2^(s-1)) >> s`` (arithmetic shift, so ties round up: -0.5
+    becomes 0, 0.5 becomes 1); for ``s <= 0`` it is ``acc << -s``. The code is then clamped to
+    the range of ``fmt`` (:func:`format_range`).
+
+    Return ``(q, saturations)``: the int64 codes, and how many elements were clamped (an int).
+    The clamp of negative values to 0 in an unsigned format is the ReLU, not a saturation: it is
+    not counted.
+    """
+    q, (low, high) = _requantize(acc, shift, fmt, "requantize")
+    return q, low + high
+
+
+def requantize_split(acc, shift, fmt, lossless):
+    """Requantize like :func:`requantize`, telling lossless clamps from saturations.
+
+    ``lossless`` is a pair of bools ``(low, high)``: whether a clamp to ``fmt``'s lowest
+    (highest) code loses nothing (:func:`lut_lossless`). Return ``(q, saturations, clamps)``:
+    the codes, the clamps at a lossy end and the clamps at a lossless end (ints).
+    """
+    q, (low, high) = _requantize(acc, shift, fmt, "requantize_split")
+    low_ok, high_ok = (bool(v) for v in lossless)
+    saturations = (0 if low_ok else low) + (0 if high_ok else high)
+    return q, saturations, low + high - saturations
+
+
+def lut_limits(function, out_fmt):
+    """Return the output codes ``(at -inf, at +inf)`` a lookup-table function tends to.
+
+    Each is ``clamp(floor(f(±inf) · 2^out_frac + 0.5))`` to ``out_fmt``'s range, the rule of
+    :func:`build_lut` applied to the function's limits (tanh -1 and 1, scaled tanh ±1.7159,
+    sigmoid 0 and 1).
+    """
+    f = _lut_function(function)
+    lo, hi = format_range(out_fmt)
+    out_frac = _int_param(out_fmt.get("frac"), "lut_limits", "out_fmt['frac']", -64)
+    ends = f(np.array([-np.inf, np.inf]))
+    scaled = np.clip(np.floor(np.ldexp(ends, out_frac) + 0.5), lo, hi)
+    return int(scaled[0]), int(scaled[1])
+
+
+def lut_lossless(table, function, out_fmt):
+    """Return ``(low, high)``: whether clamping a lookup table's input to its lowest (highest)
+    code loses nothing.
+
+    An end is lossless when the table's entry there equals the code ``function`` tends to on
+    that side (:func:`lut_limits`): ``function`` is monotone and rounding and clamping are
+    monotone, so every input beyond the end would get an entry between the two, that code.
+    """
+    table = _int_array(table, "lut_lossless", "table", 1)
+    if table.size == 0:
+        raise ValueError("lut_lossless: table is empty")
+    low, high = lut_limits(function, out_fmt)
+    return int(table[0]) == low, int(table[-1]) == high
 
 
 def apply_lut(pre, table, in_bits):

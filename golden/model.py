@@ -380,12 +380,16 @@ class IntegerModel:
 
         Return a dict: ``"classes"`` int64 ``[N]``; ``"scores"`` int64 ``[N, K]`` (the final
         layer's accumulators); ``"saturations"``, for every layer name the number of values
-        clamped by its requantization (0 for layers without one); and with ``taps``,
+        whose requantization clamp can change the layer's output (0 for layers without one);
+        ``"clamps"``, for every layer name the number of lossless clamps: lookup-table inputs
+        clamped at an end whose entry already is the code the function tends to there
+        (:func:`golden.layers.lut_lossless`; 0 for other layers); and with ``taps``,
         ``"taps"``, for every layer name its int64 output (NCHW for spatial layers, ``[N, F]``
         for dense and RBF layers; the final layer's tap is the scores).
         """
         scores = []
         saturations = dict.fromkeys(self.layer_names, 0)
+        clamps = dict.fromkeys(self.layer_names, 0)
         outputs = {name: [] for name in self.layer_names}
         plan = self.plan(taps=bool(taps))
 
@@ -400,8 +404,9 @@ class IntegerModel:
         hold = _blas.one_thread() if workers > 1 else contextlib.nullcontext()
         with hold, concurrent.futures.ThreadPoolExecutor(workers) as pool:
             for x, counts, tapped in pool.map(forward, batches):
-                for layer, count in zip(self._layers, counts, strict=True):
-                    saturations[layer.name] += count
+                for layer, (saturated, clamped) in zip(self._layers, counts, strict=True):
+                    saturations[layer.name] += saturated
+                    clamps[layer.name] += clamped
                 for layer, out in zip(self._layers, tapped, strict=False):
                     outputs[layer.name].append(out)
                 scores.append(x)
@@ -410,6 +415,7 @@ class IntegerModel:
             "classes": L.classify(scores, self._output_kind),
             "scores": scores,
             "saturations": saturations,
+            "clamps": clamps,
         }
         if taps:
             result["taps"] = {name: np.concatenate(parts) for name, parts in outputs.items()}

@@ -172,7 +172,8 @@ class Op(abc.ABC):
 
     @abc.abstractmethod
     def forward(self, x):
-        """Return ``(output, accumulators or None, saturations)`` for an int64 batch."""
+        """Return ``(output, accumulators or None, (saturations, clamps))`` for an int64
+        batch (:meth:`IntegerModel.run` defines the two counts)."""
 
     @abc.abstractmethod
     def stage(self, index, link):
@@ -218,6 +219,7 @@ class _Affine(Op):
         act = checker.choice(activation, "kind", f"{w} activation", ("relu", "none", "lut"))
         self.activation = act
         self.lut = None
+        self.lossless = (False, False)
         if self.final:
             if act != "none" or "lut" in self.arrays:
                 self.fail("the final layer outputs raw accumulators; set activation "
@@ -236,12 +238,13 @@ class _Affine(Op):
             self.fail("activation none needs a signed out_format")
         if act == "lut":
             aw = f"{w} activation"
-            checker.choice(activation, "function", aw, L.LUT_FUNCTIONS)
+            function = checker.choice(activation, "function", aw, L.LUT_FUNCTIONS)
             self.lut_bits = checker.integer(activation, "in_bits", aw, 1, 24)
             lut_frac = checker.integer(activation, "in_frac", aw, -64, 126)
             target = {"bits": self.lut_bits, "frac": lut_frac, "signed": True}
             self.lut = self.require("lut", (1 << self.lut_bits,))
             self.codes_in("lut", self.lut, self.out_format)
+            self.lossless = L.lut_lossless(self.lut, function, self.out_format)
         elif "lut" in self.arrays:
             self.fail(f"arrays.lut is given but activation is {act!r}")
         self.requant_format = target
@@ -252,11 +255,12 @@ class _Affine(Op):
 
     def activate(self, acc):
         if self.final:
-            return acc, 0
-        q, saturations = L.requantize(acc, self.shift, self.requant_format)
+            return acc, (0, 0)
+        q, saturations, clamps = L.requantize_split(acc, self.shift, self.requant_format,
+                                                    self.lossless)
         if self.lut is not None:
             q = L.apply_lut(q, self.lut, self.lut_bits)
-        return q, saturations
+        return q, (saturations, clamps)
 
     @abc.abstractmethod
     def accumulate(self, x):
@@ -408,7 +412,7 @@ class PoolOp(Op):
 
     def forward(self, x):
         pool = L.maxpool if self.mode == "max" else L.avgpool
-        return pool(self.spatial(x), self.size), None, 0
+        return pool(self.spatial(x), self.size), None, (0, 0)
 
     def stage(self, index, link):
         previous = link.previous
@@ -442,17 +446,17 @@ class PoolStage(F.Stage):
         if self.layer.mode == "max":
             out = F.window(x, m, self.in_layout, size, np.maximum)
             if self.fused is None:
-                return out, {self.name: 0}
+                return out, {self.name: (0, 0)}
             act = self.fused.act
             count = act.count(x, peak=out)
             out = act.apply(out, local, (self.index, "index"))
-            return out, {self.name: 0, self.fused.name: count}
+            return out, {self.name: (0, 0), self.fused.name: count}
         out = F.window(x, m, self.in_layout, size, np.add)    # a new array unless size is 1
         if self.shift:
             out += 1 << (self.shift - 1)
             out *= np.float32(2.0 ** -self.shift)
             np.floor(out, out=out)
-        return out, {self.name: 0}
+        return out, {self.name: (0, 0)}
 
 
 # -- subsample ----------------------------------------------------------------------------------
@@ -534,7 +538,7 @@ class GapOp(Op):
     def forward(self, x):
         out, saturations = L.global_avgpool(self.spatial(x), self.mul, self.shift,
                                             self.in_format)
-        return out, None, saturations
+        return out, None, (saturations, 0)
 
     def stage(self, index, link):
         return GapStage(self, index, link.in_layout)
@@ -567,7 +571,7 @@ class GapStage(F.Stage):
         np.floor(y, out=y)
         count = F.count(y, self.hi + 1, True) + F.count(y, self.lo, False)
         np.clip(y, self.lo, self.hi, out=y)
-        return y, {self.name: count}
+        return y, {self.name: (count, 0)}
 
 
 # -- dense --------------------------------------------------------------------------------------
@@ -624,7 +628,7 @@ class DenseStage(F.Stage):
         y = np.matmul(x.reshape(m, self.matrix.shape[0]), self.matrix)
         y += self.constants
         if self.layer.final:
-            return y, {self.name: 0}
+            return y, {self.name: (0, 0)}
         count = self.act.count(y)
         return self.act.apply(y, local, (self.index, "index")), {self.name: count}
 
@@ -660,7 +664,7 @@ class RbfOp(Op):
 
     def forward(self, x):
         scores = L.rbf(x.reshape(x.shape[0], self.features), self.centers)
-        return scores, scores, 0
+        return scores, scores, (0, 0)
 
     def stage(self, index, link):
         return RbfStage(self, index, link.in_layout)
@@ -686,4 +690,4 @@ class RbfStage(F.Stage):
         y = np.matmul(x, self.matrix)
         y += np.einsum("nf,nf->n", x, x)[:, None]
         y += self.squares
-        return y, {self.name: 0}
+        return y, {self.name: (0, 0)}

@@ -40,12 +40,22 @@ from .formats import (
 )
 
 __all__ = ["MODULES", "EXPORTERS", "TorchKind", "Quantized", "Exporter", "FormatChoice",
-           "activation_fn", "float_parameters", "float_layer"]
+           "Counts", "activation_fn", "float_parameters", "float_layer"]
 
 #: The PyTorch side of every layer kind (a :class:`TorchKind`).
 MODULES = Registry("torch module")
 #: The ``qmodel.json`` record of every layer kind (an :class:`Exporter`).
 EXPORTERS = Registry("qmodel exporter")
+
+
+@dataclass
+class Counts:
+    """What a fake-quantized run counts per exported layer name, as golden does
+    (:meth:`golden.IntegerModel.run`): ``saturations`` (clamps that can change the output) and
+    ``clamps`` (lossless clamps of a lookup table's input)."""
+
+    saturations: dict
+    clamps: dict
 
 
 def _register(registry, kind):
@@ -240,9 +250,9 @@ class Quantized(TorchKind):
         ``layer`` of ``model`` with its formats; ``choice`` is a :class:`FormatChoice`."""
         p["out"] = dict(p["in"])
 
-    def forward(self, qnet, i, x, saturations, dtype):
+    def forward(self, qnet, i, x, counts, dtype):
         """Return the fake-quantized output of exported layer ``i`` of ``qnet`` for the
-        values ``x``, counting clamped values in ``saturations``."""
+        values ``x``, counting clamped values in ``counts`` (a :class:`Counts`)."""
         raise NotImplementedError
 
     def codes(self, p, x):
@@ -296,8 +306,8 @@ class _Affine(Quantized):
         """Return the accumulators (as values) of exported layer ``i``."""
         raise NotImplementedError
 
-    def forward(self, qnet, i, x, saturations, dtype):
-        return qnet.activate(i, self.accumulate(qnet, i, x, dtype), saturations)
+    def forward(self, qnet, i, x, counts, dtype):
+        return qnet.activate(i, self.accumulate(qnet, i, x, dtype), counts)
 
 
 @_register(MODULES, "conv")
@@ -356,7 +366,7 @@ class PoolKind(Quantized):
     def build(self, layer, config):
         return PoolLayer(layer)
 
-    def forward(self, qnet, i, x, saturations, dtype):
+    def forward(self, qnet, i, x, counts, dtype):
         layer = qnet.config.exported[i]
         return self.MODES[layer.mode](x, layer.size, qnet.plan[i]["out"])
 
@@ -370,12 +380,12 @@ class GapKind(Quantized):
     def build(self, layer, config):
         return GapLayer()
 
-    def forward(self, qnet, i, x, saturations, dtype):
+    def forward(self, qnet, i, x, counts, dtype):
         layer = qnet.config.exported[i]
         mul, shift = gap_scale(layer.in_shape[1] * layer.in_shape[2])
         total = x.sum(dim=(2, 3), keepdim=True)
-        return requantize(total * (mul * 2.0 ** -shift), qnet.plan[i]["in"], saturations,
-                          layer.name)
+        return requantize(total * (mul * 2.0 ** -shift), qnet.plan[i]["in"],
+                          counts.saturations, layer.name)
 
 
 @_register(MODULES, "rbf")
@@ -395,7 +405,7 @@ class RbfKind(Quantized):
         p["weight"] = dict(fmt)
         p["acc_bits"] = GL.acc_bits_for(layer.kind, None, fmt["bits"], layer.fan_in)
 
-    def forward(self, qnet, i, x, saturations, dtype):
+    def forward(self, qnet, i, x, counts, dtype):
         centers = qnet.weight(i, dtype)
         return -((x.flatten(1).unsqueeze(1) - centers.unsqueeze(0)) ** 2).sum(dim=2)
 

@@ -4,10 +4,10 @@
                              [--per-channel] [--out build/lenet5]
 
 Writes ``<out>/qmodel.json`` + ``<out>/qmodel.npz`` (read by golden/ and hw/) and
-``<out>/reports/quantize.json`` (formats, accuracies, saturations). ``qmodel.json`` records what
-it was made from under ``"provenance"`` (:func:`core.records.qmodel_record`: config sections,
-overrides, checkpoint bytes, data identity, generator sources); ``--ensure`` keeps it when that
-record is current. Everything given is checked before anything is written (the checkpoint must
+``<out>/reports/quantize.json`` (formats, accuracies, saturations, lossless clamps). ``qmodel.json``
+records what it was made from under ``"provenance"`` (:func:`core.records.qmodel_record`: config
+sections, overrides, checkpoint bytes, data identity, generator sources); ``--ensure`` keeps it when
+that record is current. Everything given is checked before anything is written (the checkpoint must
 have been trained from this config and data set); the folder's lock is held while writing.
 
 How formats are chosen (post-training quantization), all powers of two:
@@ -133,20 +133,20 @@ def export(qnet, preset=None):
 
 
 def fake_predict(qnet, images, batch_size=1000, dtype=torch.float64, taps=False):
-    """Run the fake-quantized model; return integer scores (and taps, saturations)."""
+    """Run the fake-quantized model; return integer scores, saturations, clamps (and taps)."""
     qnet.eval()
-    scores, all_taps, sat = [], {}, {}
+    scores, all_taps, sat, clamps = [], {}, {}, {}
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
             t = {}
             qnet(torch.from_numpy(images[i:i + batch_size]), taps=t, saturations=sat,
-                 dtype=dtype)
+                 clamps=clamps, dtype=dtype)
             scores.append(t[qnet.config.exported[-1].name].numpy())
             if taps:
                 for k, v in t.items():
                     all_taps.setdefault(k, []).append(v.numpy())
     scores = np.concatenate(scores)
-    result = {"scores": scores, "saturations": sat}
+    result = {"scores": scores, "saturations": sat, "clamps": clamps}
     if taps:
         result["taps"] = {k: np.concatenate(v) for k, v in all_taps.items()}
     return result
@@ -261,6 +261,7 @@ def main(argv=None):
             "wbits": args.wbits or config.quant["wbits"],
             "abits": args.abits or config.quant["abits"],
             "golden_test_accuracy": accuracy, "saturations": result["saturations"],
+            "clamps": result["clamps"],
             "seconds": round(time.time() - start, 1), "provenance": provenance,
         }
         write_json(out / "reports" / "quantize.json", record)

@@ -4,9 +4,9 @@
 
 Writes ``<out>/reports/quant.md``, ``quant.json`` and PNG plots: float vs PTQ vs QAT golden test
 accuracy at each W/A bit width (W = A), the per-layer formats, accumulator widths, saturation
-counts and signal-to-quantization-noise ratio of the config's own format, a confusion matrix,
-and the format chosen as default. Every quantized accuracy is measured with golden/ (the
-integer model the hardware computes), on the whole test split.
+counts, lossless lookup-table clamp counts and signal-to-quantization-noise ratio of the config's
+own format, a confusion matrix, and the format chosen as default. Every quantized accuracy is
+measured with golden/ (the integer model the hardware computes), on the whole test split.
 """
 
 import copy
@@ -52,7 +52,8 @@ def sqnr_db(reference, quantized):
 
 
 def layer_table(config, model, golden, meta, split, sample=2000):
-    """Per exported layer: formats, acc bits, saturations (whole split) and SQNR (first
+    """Per exported layer: formats, acc bits, saturations and clamps (whole split; filled by
+    the caller) and SQNR (first
     ``sample``) against the float output it stands for (a folded batchnorm's)."""
     float_taps = {}
     with torch.no_grad():
@@ -159,6 +160,7 @@ def build_report(config, model, data, bits=DEFAULT_BITS, qat_epochs=None, log=pr
             acc, result = _accuracy(golden, data.test)
             rows.append({"wbits": b, "abits": b, "method": method, "accuracy": acc,
                          "saturations": sum(result["saturations"].values()),
+                         "clamps": sum(result["clamps"].values()),
                          "seconds": round(time.time() - start, 1)})
             log(f"{method.upper()} W{b}A{b}: {100 * acc:.2f}% ({rows[-1]['seconds']} s)")
     wb, ab = config.quant["wbits"], config.quant["abits"]
@@ -173,13 +175,15 @@ def build_report(config, model, data, bits=DEFAULT_BITS, qat_epochs=None, log=pr
     report = {
         "preset": config.name, "float_accuracy": float_acc, "rows": rows,
         "default": {"wbits": wb, "abits": ab, "method": "ptq", "accuracy": acc,
-                    "label": f"PTQ W{wb}A{ab}", "saturations": result["saturations"]},
+                    "label": f"PTQ W{wb}A{ab}", "saturations": result["saturations"],
+                    "clamps": result["clamps"]},
         "recommended": best,
         "layers": layer_table(config, model, golden, meta, data.test),
         "test_images": len(data.test),
     }
-    for row, sat in zip(report["layers"], config.exported, strict=True):
-        row["saturations"] = result["saturations"].get(sat.name, 0)
+    for row, layer in zip(report["layers"], config.exported, strict=True):
+        row["saturations"] = result["saturations"].get(layer.name, 0)
+        row["clamps"] = result["clamps"].get(layer.name, 0)
     return report, confusion
 
 
@@ -209,13 +213,17 @@ def markdown(report, config):
         lines += [f"Smallest width within 0.1 point of float: **{rec['method'].upper()} "
                   f"W{rec['wbits']}A{rec['abits']}** ({pct(rec['accuracy'])}).", ""]
     lines += ["| layer | kind | activation | in | weights | out | acc bits | saturations | "
-              "SQNR (dB) |", "|---|---|---|---|---|---|---:|---:|---:|"]
+              "LUT clamps | SQNR (dB) |", "|---|---|---|---|---|---|---:|---:|---:|---:|"]
     for r in report["layers"]:
         lines.append(f"| {r['layer']} | {r['kind']} | {r['activation']} | {_fmt(r['in_format'])} "
                      f"| {_fmt(r['weight_format'])} | {_fmt(r['out_format'])} | "
-                     f"{r['acc_bits'] or '-'} | {r['saturations']:,} | {r['sqnr_db']} |")
+                     f"{r['acc_bits'] or '-'} | {r['saturations']:,} | {r['clamps']:,} | "
+                     f"{r['sqnr_db']} |")
     lines += ["", "Formats read `s8.f5`: signed, 8 bits, 5 fractional bits (value = code · 2^-5). "
-              "Saturations are counted over the whole test split; SQNR compares each layer's "
+              "Saturations (clamps that can change a layer's output) and LUT clamps (a lookup "
+              "table's input clamped where the table already holds the function's limit code, "
+              "which loses nothing; golden/README.md) are counted over the whole test split; "
+              "SQNR compares each layer's "
               "dequantized output with the float model's on 2,000 test images.", "",
               "![per-layer SQNR](quant_sqnr.png)", "", "![confusion matrix](quant_confusion.png)",
               ""]

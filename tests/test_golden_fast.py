@@ -65,13 +65,13 @@ def images_for(meta, n, seed):
 def check(meta, arrays, images, batch_size=16):
     """Run with and without taps; assert both equal the reference; return the model."""
     model = golden.IntegerModel(meta, arrays)
-    taps, saturations = reference(meta, arrays, images)
+    taps, saturations, clamps = reference(meta, arrays, images)
     last = meta["layers"][-1]["name"]
     for with_taps in (False, True):
         result = model.run(images, taps=with_taps, batch_size=batch_size)
         assert np.array_equal(result["scores"], taps[last])
         assert result["scores"].dtype == np.int64
-        assert result["saturations"] == saturations
+        assert result["saturations"] == saturations and result["clamps"] == clamps
         assert np.array_equal(result["classes"], L.classify(taps[last], meta["output"]["kind"]))
         if with_taps:
             for name, tap in taps.items():
@@ -156,7 +156,7 @@ class TestAgainstReference:
         monkeypatch.setattr(F.Requant, "__init__", monotone)
         wrong = golden.IntegerModel(meta, arrays)
         assert wrong.plan().paths["conv0"] == "float32 (activation after max pooling)"
-        taps, _ = reference(meta, arrays, images)
+        taps, *_ = reference(meta, arrays, images)
         assert not np.array_equal(wrong.run(images)["scores"], taps["dense2"])
 
     def test_wide_models_mix_paths(self):
@@ -277,7 +277,7 @@ class TestBoundEdge:
         # One unit over: 2^24 + 1 (or (2^24 + 3)/2) is not a float32. The checks above pass
         # because the model falls back to int64; forced to float32 it gives other numbers.
         meta, arrays = edge_model(kind, self.S, bias)
-        taps, _ = reference(meta, arrays, white(1))
+        taps, *_ = reference(meta, arrays, white(1))
         monkeypatch.setattr(F, "F32_EXACT", 1 << 26)
         forced = golden.IntegerModel(meta, arrays)
         assert forced.plan().paths[name] == "float32"

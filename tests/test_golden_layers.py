@@ -254,6 +254,59 @@ class TestRequantize:
             L.requantize(np.zeros(3, int), 63, S8)
 
 
+class TestRequantizeSplit:
+    ACC = np.array([-300, -129, -128, 0, 127, 128, 400])
+
+    @pytest.mark.parametrize("lossless, expected", [((False, False), (4, 0)),
+                                                    ((True, False), (2, 2)),
+                                                    ((False, True), (2, 2)),
+                                                    ((True, True), (0, 4))])
+    def test_lossless_ends_count_as_clamps(self, lossless, expected):
+        q, saturations, clamps = L.requantize_split(self.ACC, 0, S8, lossless)
+        assert tolist(q) == [-128, -128, -128, 0, 127, 127, 127]
+        assert (saturations, clamps) == expected
+        assert saturations + clamps == L.requantize(self.ACC, 0, S8)[1]
+
+    def test_unsigned_clamp_at_zero_is_neither(self):
+        q, saturations, clamps = L.requantize_split(np.array([-5, 300, 7]), 1, U8, (True, False))
+        assert tolist(q) == [0, 150, 4] and (saturations, clamps) == (0, 0)
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match=r"^requantize_split: shifts must lie in -62..62, "
+                                             r"not 63; check the fractions$"):
+            L.requantize_split(np.zeros(3, int), 63, S8, (True, True))
+
+
+class TestLutLossless:
+    @pytest.mark.parametrize("function, fmt, limits", [
+        ("tanh", S8, (-1, 1)),
+        ("tanh", {"bits": 8, "frac": 7, "signed": True}, (-128, 127)),
+        ("tanh", {"bits": 8, "frac": 6, "signed": True}, (-64, 64)),
+        ("scaled_tanh", {"bits": 8, "frac": 6, "signed": True}, (-110, 110)),
+        ("sigmoid", U8, (0, 1)),
+        ("sigmoid", {"bits": 8, "frac": 8, "signed": False}, (0, 255)),
+    ])
+    def test_limits(self, function, fmt, limits):
+        assert L.lut_limits(function, fmt) == limits
+
+    def test_table_flat_at_its_ends_is_lossless(self):
+        out = {"bits": 8, "frac": 7, "signed": True}
+        # tanh(±4) rounds to the limit codes -128 and 127; tanh(±2) does not.
+        assert L.lut_lossless(L.build_lut("tanh", 8, 5, out), "tanh", out) == (True, True)
+        assert L.lut_lossless(L.build_lut("tanh", 8, 6, out), "tanh", out) == (False, False)
+        sig = {"bits": 8, "frac": 8, "signed": False}
+        # sigmoid(-4) = 0.018 rounds to 5, not 0; sigmoid(4) = 0.982 rounds to 251, not 255.
+        assert L.lut_lossless(L.build_lut("sigmoid", 8, 5, sig), "sigmoid", sig) == \
+            (False, False)
+        assert L.lut_lossless(L.build_lut("sigmoid", 8, 4, sig), "sigmoid", sig) == \
+            (True, True)
+
+    def test_errors(self):
+        with pytest.raises(ValueError, match=r"^build_lut: function='relu' is not one of: tanh, "
+                                             r"scaled_tanh, sigmoid$"):
+            L.lut_limits("relu", S8)
+
+
 class TestApplyLut:
     def test_indexing(self):
         table = np.arange(16) * 10 - 3

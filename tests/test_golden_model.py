@@ -1,6 +1,7 @@
 """golden/model.py: verification, running, saving and loading (and the shared test models)."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -83,9 +84,9 @@ def reference(meta, arrays, images):
     inp = meta["input"]
     n = images.shape[0]
     x = L.pad2d(images.reshape(n, inp["channels"], inp["height"], inp["width"]), inp["pad"])
-    taps, saturations = {}, {}
+    taps, saturations, clamps = {}, {}, {}
     for d in meta["layers"]:
-        saturations[d["name"]] = 0
+        saturations[d["name"]] = clamps[d["name"]] = 0
         if d["kind"] == "pool":
             pool = L.maxpool if d["mode"] == "max" else L.avgpool
             x = pool(x.reshape(n, *d["in_shape"]), d["size"])
@@ -108,12 +109,32 @@ def reference(meta, arrays, images):
                 fmt = d["out_format"]
                 if act["kind"] == "lut":
                     fmt = {"bits": act["in_bits"], "frac": act["in_frac"], "signed": True}
-                x, saturations[d["name"]] = L.requantize(x, np.array(d["acc_frac"]) - fmt["frac"],
-                                                         fmt)
+                shift = np.array(d["acc_frac"]) - fmt["frac"]
                 if act["kind"] == "lut":
-                    x = L.apply_lut(x, arrays[d["arrays"]["lut"]], act["in_bits"])
+                    wide, _ = L.requantize(x, shift, {"bits": 62, "frac": 0, "signed": True})
+                    x, _ = L.requantize(x, shift, fmt)
+                    table = arrays[d["arrays"]["lut"]]
+                    low, high = lut_ends(act["function"], d["out_format"])
+                    for clamped, lossless in ((wide < x, table[0] == low),
+                                              (wide > x, table[-1] == high)):
+                        counts = clamps if lossless else saturations
+                        counts[d["name"]] += int(clamped.sum())
+                    x = L.apply_lut(x, table, act["in_bits"])
+                else:
+                    x, saturations[d["name"]] = L.requantize(x, shift, fmt)
         taps[d["name"]] = x
-    return taps, saturations
+    return taps, saturations, clamps
+
+
+#: The limits of each lookup-table function at -inf and +inf.
+LIMITS = {"tanh": (-1.0, 1.0), "scaled_tanh": (-1.7159, 1.7159), "sigmoid": (0.0, 1.0)}
+
+
+def lut_ends(function, fmt):
+    """The output codes a function tends to at -inf and +inf (README: lossless clamps)."""
+    lo, hi = L.format_range(fmt)
+    return tuple(min(max(math.floor(v * 2.0 ** fmt["frac"] + 0.5), lo), hi)
+                 for v in LIMITS[function])
 
 
 def save_random(tmp_path, name="relu_max", **kwargs):
@@ -130,7 +151,7 @@ class TestRun:
         model = golden.IntegerModel(meta, arrays)
         images = golden.random_images(meta, 40, seed=1)
         result = model.run(images, taps=True, batch_size=16)
-        taps, saturations = reference(meta, arrays, images)
+        taps, saturations, clamps = reference(meta, arrays, images)
         assert list(result["taps"]) == [d["name"] for d in meta["layers"]]
         for d in meta["layers"]:
             tap = result["taps"][d["name"]]
@@ -140,8 +161,9 @@ class TestRun:
             else:
                 assert tap.shape == (40, *d["out_shape"])
             assert np.array_equal(tap, taps[d["name"]]), d["name"]
-        assert result["saturations"] == saturations
+        assert result["saturations"] == saturations and result["clamps"] == clamps
         assert all(type(v) is int for v in result["saturations"].values())
+        assert all(type(v) is int for v in result["clamps"].values())
         assert np.array_equal(result["scores"], taps[meta["layers"][-1]["name"]])
         assert result["scores"].shape == (40, meta["num_classes"])
         assert np.array_equal(result["classes"],
@@ -164,7 +186,7 @@ class TestRun:
         one = model.run(images, taps=True, batch_size=1)
         big = model.run(images, taps=True)
         assert np.array_equal(one["scores"], big["scores"])
-        assert one["saturations"] == big["saturations"]
+        assert one["saturations"] == big["saturations"] and one["clamps"] == big["clamps"]
         for name in one["taps"]:
             assert np.array_equal(one["taps"][name], big["taps"][name])
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from core.config import load_config
+from golden import layers as GL
 from golden.model import IntegerModel
 from quant.fakequant import QuantLeNet
 from quant.formats import code_range
-from quant.layers import activation_fn, float_parameters
+from quant.layers import Counts, activation_fn, float_parameters
 from quant.model import build_model
 from quant.quantize import export, plan_formats
 
@@ -67,8 +68,8 @@ def test_bias_is_a_code_at_the_accumulator_scale(relu):
 def test_the_final_layer_keeps_its_accumulators(relu):
     last = len(relu.plan) - 1
     acc = torch.randn(3, 10, dtype=torch.float64)
-    sat = {}
-    assert relu.activate(last, acc, sat) is acc and sat == {}
+    counts = Counts({}, {})
+    assert relu.activate(last, acc, counts) is acc and counts == Counts({}, {})
 
 
 def test_requantize_rounds_ties_half_up_clamps_and_counts(relu):
@@ -82,13 +83,13 @@ def test_requantize_rounds_ties_half_up_clamps_and_counts(relu):
     halves = np.arange(-6, 2 * hi + 8)
     codes = np.stack([halves << (s - 1) for s in shifts])          # [C, N]
     acc = torch.tensor(codes / _frac(p["acc_frac"], 2), requires_grad=True)
-    sat = {name: 5}
-    out = relu.activate(i, acc.view(1, len(shifts), 1, -1), sat).view(len(shifts), -1)
+    counts = Counts({name: 5}, {})
+    out = relu.activate(i, acc.view(1, len(shifts), 1, -1), counts).view(len(shifts), -1)
     rounded = np.stack([(c + (1 << (s - 1))) >> s for c, s in zip(codes, shifts, strict=True)])
     assert np.array_equal(rounded[0, :4], [-3, -2, -2, -1])        # -3, -2.5, -2, -1.5
     want = np.clip(rounded, lo, hi)
     assert np.array_equal(out.detach().numpy() * 2.0 ** fmt["frac"], want)
-    assert sat == {name: 5 + int((rounded > hi).sum())}            # the ReLU is no saturation
+    assert counts == Counts({name: 5 + int((rounded > hi).sum())}, {})  # ReLU: no saturation
     out.sum().backward()
     inside = (rounded >= lo) & (rounded <= hi)
     assert np.array_equal(acc.grad.numpy(), inside.astype(float))  # straight through, or 0
@@ -103,7 +104,7 @@ def test_a_lookup_table_activation_reads_the_table(tanh):
     shift = p["acc_frac"][0] - fmt["frac"]
     acc = torch.tensor((pre << shift) / 2.0 ** p["acc_frac"][0]).view(1, 1, 1, -1)
     acc = acc.expand(1, len(p["acc_frac"]), 1, -1).contiguous().requires_grad_()
-    out = tanh.activate(i, acc, {})
+    out = tanh.activate(i, acc, Counts({}, {}))
     want = p["lut"][pre - lo] / 2.0 ** p["out"]["frac"]
     for c in range(len(p["acc_frac"])):
         assert np.array_equal(out[0, c, 0].detach().numpy(), want)
@@ -113,12 +114,36 @@ def test_a_lookup_table_activation_reads_the_table(tanh):
     assert torch.equal(acc.grad[0, 0, 0], x.grad)   # the gradient of the float function
 
 
+@pytest.mark.parametrize("lossless", [(True, True), (False, True), (False, False)])
+def test_lookup_table_input_clamps_at_a_lossless_end_are_clamps(tanh, lossless):
+    i = 0                                           # c1: tanh through a table
+    p, name = tanh.plan[i], tanh.config.exported[i].name
+    fmt = p["requant"]
+    lo, hi = code_range(fmt)
+    assert tanh.lossless[i] == GL.lut_lossless(p["lut"], "tanh", p["out"])
+    pre = np.arange(lo - 3, hi + 5)                 # 3 below the range, 4 above
+    shift = p["acc_frac"][0] - fmt["frac"]
+    acc = torch.tensor((pre << shift) / 2.0 ** p["acc_frac"][0]).view(1, 1, 1, -1)
+    acc = acc.expand(1, len(p["acc_frac"]), 1, -1).contiguous()
+    saved, tanh.lossless[i] = tanh.lossless[i], lossless
+    try:
+        counts = Counts({}, {})
+        tanh.activate(i, acc, counts)
+    finally:
+        tanh.lossless[i] = saved
+    channels = len(p["acc_frac"])
+    ends = {True: 0, False: 0}
+    ends[lossless[0]] += 3 * channels
+    ends[lossless[1]] += 4 * channels
+    assert counts == Counts({name: ends[False]}, {name: ends[True]})
+
+
 @pytest.mark.parametrize("preset", ["lenet5", "lenet5-tanh"])
 def test_forward_in_float64_is_golden(preset, relu, tanh):
     qnet = relu if preset == "lenet5" else tanh
-    taps, sat = {}, {}
+    taps, sat, clamps = {}, {}, {}
     with torch.no_grad():
-        qnet(torch.from_numpy(IMAGES), taps=taps, saturations=sat)
+        qnet(torch.from_numpy(IMAGES), taps=taps, saturations=sat, clamps=clamps)
     expected = IntegerModel(*export(qnet)).run(IMAGES, taps=True)
     assert list(taps) == [layer.name for layer in qnet.config.exported]
     for name, codes in expected["taps"].items():
@@ -126,6 +151,7 @@ def test_forward_in_float64_is_golden(preset, relu, tanh):
         assert np.array_equal(taps[name].numpy().reshape(codes.shape), codes), name
     assert np.array_equal(taps[qnet.config.exported[-1].name].numpy(), expected["scores"])
     assert {k: sat.get(k, 0) for k in expected["saturations"]} == expected["saturations"]
+    assert {k: clamps.get(k, 0) for k in expected["clamps"]} == expected["clamps"]
 
 
 def test_float32_training_reaches_every_parameter(relu):

@@ -14,7 +14,7 @@ from core.data import load_dataset
 from core.kinds import gap_scale
 from golden import layers as GL
 from golden.model import IntegerModel
-from quant.layers import MODULES, activation_fn, float_parameters
+from quant.layers import MODULES, Counts, activation_fn, float_parameters
 from quant.model import load_checkpoint
 from quant.quantize import export, fake_predict, quantize
 from quant.train import ROOT, evaluate, train
@@ -53,8 +53,8 @@ def assert_identical(qnet, images):
         other = fake["taps"][name].reshape(codes.shape)
         assert np.array_equal(codes, other), f"layer {name}: {(codes != other).sum()} differ"
     assert np.array_equal(golden["scores"], fake["scores"])
-    assert golden["saturations"] == {k: fake["saturations"].get(k, 0)
-                                     for k in golden["saturations"]}
+    for counted in ("saturations", "clamps"):
+        assert golden[counted] == {k: fake[counted].get(k, 0) for k in golden[counted]}
     return golden
 
 
@@ -147,12 +147,12 @@ def test_gap_rounds_half_up_and_saturates_like_golden():
     codes[2] = 0
     codes[2, :, 0, :3] = torch.arange(-60, 60).view(120, 1) % 7 - 3  # small sums, near ties
     qnet = SimpleNamespace(config=SimpleNamespace(exported=[layer]), plan=[{"in": fmt}])
-    sat = {}
-    out = MODULES["gap"].forward(qnet, 0, codes.double() / 4, sat, torch.float64)
+    counts = Counts({}, {})
+    out = MODULES["gap"].forward(qnet, 0, codes.double() / 4, counts, torch.float64)
     mul, shift = gap_scale(25)
     expected, saturations = GL.global_avgpool(codes.numpy().astype(np.int64), mul, shift, fmt)
     assert np.array_equal((out * 4).numpy().astype(np.int64), expected)
-    assert sat == {"gap": saturations}
+    assert counts == Counts({"gap": saturations}, {})
 
 
 def test_batchnorm_fold_matches_the_float_model(models, data):

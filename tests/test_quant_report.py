@@ -25,8 +25,13 @@ def test_report_writes_markdown_json_and_plots(tmp_path):
     assert abs(rows[(8, "ptq")] - report["float_accuracy"]) <= 0.001
     assert [r["layer"] for r in report["layers"]] == ["c1", "s2", "c3", "s4", "f5", "f6", "out"]
     assert all(r["sqnr_db"] > 10 for r in report["layers"])
+    # ReLU layers have no lookup table: every clamp is a saturation, none lossless.
+    assert all(r["clamps"] == 0 and r["saturations"] >= 0 for r in report["layers"])
+    assert all(r["clamps"] == 0 for r in report["rows"])
+    assert set(report["default"]["clamps"]) == set(report["default"]["saturations"])
     text = (reports / "quant.md").read_text()
     assert "| 8 |" in text and "quant_accuracy.png" in text
+    assert "| acc bits | saturations | LUT clamps | SQNR (dB) |" in text
     for png in ("quant_accuracy.png", "quant_confusion.png", "quant_sqnr.png"):
         assert (reports / png).read_bytes()[:4] == b"\x89PNG"
 
