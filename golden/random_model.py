@@ -7,6 +7,7 @@ images so that every layer carries signal and some values saturate. :func:`rando
 matching input batches.
 """
 
+from abc import ABC, abstractmethod
 from functools import partial
 
 import numpy as np
@@ -233,7 +234,7 @@ def _affine(builder, entry, desc, accumulate, channels, fan_in, weight_shape, ma
     return L.apply_lut(pre, table, lut_bits)
 
 
-class _Generator:
+class _Generator(ABC):
     """How :func:`random_qmodel` makes a layer of one kind (register one per kind in RANDOM).
 
     ``keys``: the spec keys it takes besides "kind" and "name"; ``required``: those it needs;
@@ -244,11 +245,11 @@ class _Generator:
     required = ()
     spec = None
 
+    @abstractmethod
     def generate(self, builder, entry, desc, x, final, where):
         """Fill ``desc`` (which has name, kind, in_shape, in_format) with the rest of the
         record, adding arrays to ``builder``; return the layer's output on the calibration
         batch ``x`` (int64, batch first)."""
-        raise NotImplementedError
 
     def spatial(self, x, desc):
         return x.reshape((x.shape[0],) + tuple(desc["in_shape"]))

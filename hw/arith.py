@@ -1,4 +1,5 @@
-"""Number formats and the integer rules of ``golden/`` expressed as Amaranth expressions."""
+"""Number formats and the integer rules of ``golden/`` expressed as Amaranth expressions, and
+the parameter checks the stages share."""
 
 from amaranth.hdl import Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data
@@ -7,7 +8,43 @@ from amaranth.utils import ceil_log2
 
 __all__ = ["select", "address_layout", "address_eq", "format_shape", "format_range", "saturate",
            "requantize", "shape_of_range", "lut_index", "counter_shape", "rom_depth",
-           "Activation"]
+           "check_int", "check_map_stage", "Activation"]
+
+
+def _int_at_least(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_int(label, name, value, minimum=1):
+    """Return ``value``; raise ``TypeError`` naming the stage ``label`` and the parameter
+    ``name`` unless it is an integer (not a bool) of at least ``minimum``."""
+    if not _int_at_least(value, minimum):
+        raise TypeError(f"{label}: {name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def check_map_stage(label, in_shape, lanes):
+    """Check the parameters of a stage taking a ``(channels, height, width)`` map ``lanes``
+    channels per beat; return ``((channels, height, width), lanes)``.
+
+    ``label`` must be a string (it names the layer in every message), ``in_shape`` three
+    positive integers and ``lanes`` a positive divisor of ``channels`` (``None``: all of them).
+    Raise ``TypeError`` for a parameter of the wrong type, ``ValueError`` for ``lanes``.
+    """
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a string, not {label!r}")
+    if not isinstance(in_shape, (tuple, list)) or len(in_shape) != 3:
+        raise TypeError(f"{label}: in_shape must be (channels, height, width), not "
+                        f"{in_shape!r}")
+    shape = tuple(check_int(label, name, value) for name, value in
+                  zip(("channels", "height", "width"), in_shape, strict=True))
+    channels = shape[0]
+    if lanes is None:
+        lanes = channels
+    if not _int_at_least(lanes, 1) or channels % lanes:
+        raise ValueError(f"{label}: lanes={lanes!r} must be a positive divisor of "
+                         f"channels={channels}")
+    return shape, lanes
 
 
 def select(m, index, values, shape, name):

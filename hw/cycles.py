@@ -14,12 +14,13 @@ import json
 from pathlib import Path
 
 import golden
+from core.provenance import write_bytes
 
 from .folding import check_folding, derive_folding
 from .plan import plan
 
-__all__ = ["stage_table", "cycle_model", "first_result_cycle", "write_cycles_json",
-           "load_qmodel"]
+__all__ = ["stage_table", "cycle_model", "first_result_cycle", "cycles_json_text",
+           "write_cycles_json", "load_qmodel"]
 
 #: The keys of a stage in :func:`cycle_model`'s ``stages`` (and ``cycles.json``).
 PUBLIC_KEYS = ("name", "kind", "cycles", "latency", "multipliers", "macs", "pe", "simd",
@@ -80,12 +81,16 @@ def cycle_model(meta, folding=None, arrays=None):
     }
 
 
+def cycles_json_text(model):
+    """Return the text of ``cycles.json`` for a :func:`cycle_model` result (sorted keys, stable
+    bytes)."""
+    return json.dumps(model, indent=2, sort_keys=True) + "\n"
+
+
 def write_cycles_json(model, path):
-    """Write a :func:`cycle_model` result as ``cycles.json`` (sorted keys, stable bytes)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(model, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    """Write a :func:`cycle_model` result as ``cycles.json`` (:func:`cycles_json_text`)
+    atomically: on any failure the file that was there is left as it was. Return the path."""
+    return write_bytes(path, cycles_json_text(model).encode("utf-8"))
 
 
 def load_qmodel(json_path):

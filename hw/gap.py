@@ -6,7 +6,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import counter_shape, format_shape, requantize, rom_depth, select
+from .arith import (
+    check_int,
+    check_map_stage,
+    counter_shape,
+    format_shape,
+    requantize,
+    rom_depth,
+    select,
+)
 from .skid import SkidBuffer
 
 __all__ = ["GapStage", "gap_latency", "gap_resources", "gap_sum_bits", "REGISTER_BLOCKS",
@@ -44,12 +52,6 @@ def gap_resources(*, channels, lanes, sum_bits, mul):
     return {"multipliers": 0 if mul == 1 else lanes, "memory_bits": {"partial": memory}}
 
 
-def _positive(label, name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise TypeError(f"{label}: {name} must be an integer >= {minimum}, not {value!r}")
-    return value
-
-
 class GapStage(wiring.Component):
     """Global average pooling of a position stream, ``lanes`` channels per beat.
 
@@ -85,24 +87,12 @@ class GapStage(wiring.Component):
         ``channels / lanes`` beats per image.
     """
     def __init__(self, *, label, in_shape, in_format, mul, shift, lanes=None):
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a string, not {label!r}")
-        if not isinstance(in_shape, (tuple, list)) or len(in_shape) != 3:
-            raise TypeError(f"{label}: in_shape must be (channels, height, width), not "
-                            f"{in_shape!r}")
-        channels, height, width = (_positive(label, name, v) for name, v in
-                                   zip(("channels", "height", "width"), in_shape, strict=True))
+        (channels, height, width), lanes = check_map_stage(label, in_shape, lanes)
         if height * width < 2:
             raise ValueError(f"{label}: global average pooling of a {height}x{width} map does "
                              f"nothing; remove the layer")
-        _positive(label, "mul", mul)
-        _positive(label, "shift", shift)
-        if lanes is None:
-            lanes = channels
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 \
-                or channels % lanes:
-            raise ValueError(f"{label}: lanes={lanes!r} must be a positive divisor of "
-                             f"channels={channels}")
+        check_int(label, "mul", mul)
+        check_int(label, "shift", shift)
         self._label = label
         self._in_shape = (channels, height, width)
         self._in_format = dict(in_format)

@@ -47,9 +47,22 @@ def _divisors(n):
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def simd_error(label, channels, kh, kw, simd, *, dense=False):
-    """Return the message of an invalid ``simd`` for a window, or None when it is valid."""
-    window = kh * kw * channels
+def simd_error(label, channels, kh, kw, simd, *, dense=False, window=None):
+    """Return the message of an invalid ``simd`` for a window of ``kh·kw`` positions over
+    ``channels``, or None when it is valid.
+
+    ``window`` is the number of products summed per output: a layer's as its kind states it
+    (:meth:`core.kinds.LayerKind.mac_window`, read by :attr:`hw.plan.LayerStages.window`);
+    ``None`` for a bare weight ``[out, channels, kh, kw]`` (a :class:`~hw.mac.MacStage`'s). A
+    window that is not ``kh·kw·channels`` raises ``ValueError``: the SIMD splits
+    (:func:`simd_options`) would not cover it.
+    """
+    block = kh * kw * channels
+    if window is None:
+        window = block
+    elif window != block:
+        raise ValueError(f"{label}: the layer's window of {window} products is not the "
+                         f"{kh}x{kw} positions x {channels} channels of its MAC geometry")
     if dense:
         what = (f"in_features={window}" if kh * kw == 1 else
                 f"in_features={window} ({channels} channels x {kh}x{kw} positions)")

@@ -9,13 +9,15 @@ builds the components of the planned stages, :mod:`hw.cycles` adds their figures
 neither walks the layers again.
 """
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from core.kinds import KINDS, record_shape
 from core.registry import Registry
 
 from .arith import format_shape
-from .geometry import MacGeometry
+from .geometry import MacGeometry, simd_error
 from .regroup import regroup_steps
 from .stages import (
     PlannedClassifier,
@@ -37,7 +39,7 @@ STAGES = Registry("hardware stage", exported_only=True)
 
 # -- the registry entries -----------------------------------------------------------------------
 
-class LayerStages:
+class LayerStages(ABC):
     """How one layer becomes hardware stages (the :data:`STAGES` entry of its kind).
 
     Parameters
@@ -51,11 +53,13 @@ class LayerStages:
 
     Attributes: ``label`` (``layers[i] 'name'``, for messages), ``name``, ``kind``,
     ``out_shape``, ``padding`` (zero rows and columns its input needs, inserted by a
-    :class:`~hw.padder.Padder` in front of it) and ``geometry`` (a :class:`MacGeometry` for the
-    kinds on the MAC array, else ``None``).
+    :class:`~hw.padder.Padder` in front of it), ``geometry`` (a :class:`MacGeometry` for the
+    kinds on the MAC array, else ``None``) and ``window`` (the products summed per output of
+    those kinds, as :meth:`core.kinds.LayerKind.mac_window` states it, else ``None``).
     """
     padding = 0
     geometry = None
+    window = None
 
     def __init__(self, index, record, in_shape):
         self.index, self.record, self.in_shape = index, record, tuple(in_shape)
@@ -69,11 +73,11 @@ class LayerStages:
         """Whether the layer runs on the MAC array (and so takes a folding entry)."""
         return KINDS[self.kind].mac
 
+    @abstractmethod
     def stages(self, *, lanes, fold, arrays, load, final):
         """Return the layer's planned stages, given the channels per beat coming in (``lanes``),
         its folding entry (MAC kinds), the arrays (or ``None``: figures only), the names of the
         layers with loaded weights and whether it is the final layer."""
-        raise NotImplementedError
 
 
 class _MacLayer(LayerStages):
@@ -83,6 +87,16 @@ class _MacLayer(LayerStages):
     @property
     def weight_format(self):
         return self.record["weight_format"]
+
+    @property
+    def window(self):
+        spec = KINDS[self.kind]
+        return spec.mac_window(spec.read_record(self.record, self.in_shape), self.in_shape)[1]
+
+    def simd_error(self, simd):
+        """Return the message of a ``simd`` that does not divide :attr:`window`, else None."""
+        (channels, _, _), (kh, kw), _, dense = self.geometry
+        return simd_error(self.label, channels, kh, kw, simd, dense=dense, window=self.window)
 
     def operands(self, arrays):
         """Return ``(weight[O, C, kh, kw], bias[O] or None)`` for :class:`MacStage`."""

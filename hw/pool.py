@@ -7,7 +7,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import address_eq, address_layout, counter_shape, format_shape, rom_depth, select
+from .arith import (
+    address_eq,
+    address_layout,
+    check_map_stage,
+    counter_shape,
+    format_shape,
+    rom_depth,
+    select,
+)
 from .requant import Requantizer, requant_latency
 from .skid import SkidBuffer
 
@@ -51,22 +59,16 @@ class PoolStage(wiring.Component):
     """
     def __init__(self, *, label, mode, size, in_shape, in_format, coef=None, bias=None,
                  coef_format=None, acc_bits=None, activation=None, lanes=None):
+        (channels, height, width), lanes = check_map_stage(label, in_shape, lanes)
         if mode not in ("max", "avg", "subsample"):
             raise ValueError(f"{label}: mode must be 'max', 'avg' or 'subsample', not {mode!r}")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise TypeError(f"{label}: size must be a positive integer, not {size!r}")
-        channels, height, width = in_shape
         if height % size or width % size:
             raise ValueError(f"{label}: size={size} does not divide the {height}x{width} input")
         if mode == "avg" and size & (size - 1):
             raise ValueError(f"{label}: size={size} is not a power of two; average pooling "
                              f"divides by a shift")
-        if lanes is None:
-            lanes = channels
-        if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1 \
-                or channels % lanes:
-            raise ValueError(f"{label}: lanes={lanes!r} must be a positive divisor of "
-                             f"channels={channels}")
         self._lanes = lanes
         self._label = label
         self._mode = mode

@@ -6,6 +6,8 @@ builds), multipliers, MACs and resources, the beat times it gives its first imag
 (:meth:`PlannedStage.times`) and how to build its component (:meth:`PlannedStage.build`).
 """
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 from amaranth.hdl import signed
 
@@ -32,7 +34,7 @@ def accept_times(times):
     return out
 
 
-class PlannedStage:
+class PlannedStage(ABC):
     """One hardware stage of the plan, before it is built.
 
     Attributes
@@ -65,14 +67,14 @@ class PlannedStage:
         """``{"multipliers", "memory_bits": {...}}`` (more keys for MAC stages)."""
         return {"multipliers": 0, "memory_bits": {}}
 
+    @abstractmethod
     def times(self, times):
         """Return the cycles the output beats of the first image are valid, given those of its
         input beats (``times``), through an empty pipeline into an always-ready sink."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build(self):
         """Return the stage's :class:`~amaranth.lib.wiring.Component`."""
-        raise NotImplementedError
 
     def info(self):
         """Return the stage's row of the stage table (a dict)."""
@@ -232,34 +234,46 @@ class PlannedMac(PlannedStage):
                 "blocks": self.geometry.in_shape[0] // c_block, "out_hw": self.out_shape[1:]}
 
 
-class PlannedPool(PlannedStage):
-    """A :class:`~hw.pool.PoolStage` (max, avg or LeCun's subsampling) on ``lanes``-channel
-    beats."""
+class _PlannedMapStage(PlannedStage):
+    """A layer's stage that takes its ``(channels, height, width)`` input ``lanes`` channels per
+    beat (``blocks`` beats a position), one beat per cycle, and whose output beats carry as many
+    channels; ``resources`` is its component's (multipliers included)."""
 
-    def __init__(self, layer, *, mode, lanes, arrays):
+    def __init__(self, layer, *, lanes, out_format, resources):
         super().__init__(layer.name, layer.name)
-        self.layer, self.mode, self.arrays = layer, mode, arrays
-        self.kind = layer.kind
-        record = layer.record
+        self.layer, self.kind = layer, layer.kind
         c, h, w = layer.in_shape
-        self.size = size = record["size"]
         self.in_lanes = self.out_lanes = lanes
+        self.blocks = c // lanes
         self.out_shape = layer.out_shape
-        self.out_code = format_shape(record["out_format"])
-        self.cycles = h * w * (c // lanes)
-        self.lut_bits = lut_bits(record)
-        self.latency = pool_latency(mode, self.lut_bits > 0)
-        part = pool_part_bits(mode, record["in_format"]["bits"], size)
-        self._resources = pool_resources(mode, c, w, size, lanes, part, self.lut_bits)
-        self.multipliers = self._resources["multipliers"]
+        self.out_code = format_shape(out_format)
+        self.cycles = h * w * self.blocks
+        self._resources = resources
+        self.multipliers = resources["multipliers"]
 
     @property
     def resources(self):
         return self._resources
 
+
+class PlannedPool(_PlannedMapStage):
+    """A :class:`~hw.pool.PoolStage` (max, avg or LeCun's subsampling) on ``lanes``-channel
+    beats."""
+
+    def __init__(self, layer, *, mode, lanes, arrays):
+        record = layer.record
+        c, _, w = layer.in_shape
+        self.mode, self.arrays = mode, arrays
+        self.size = size = record["size"]
+        self.lut_bits = lut_bits(record)
+        self.latency = pool_latency(mode, self.lut_bits > 0)
+        part = pool_part_bits(mode, record["in_format"]["bits"], size)
+        super().__init__(layer, lanes=lanes, out_format=record["out_format"],
+                         resources=pool_resources(mode, c, w, size, lanes, part, self.lut_bits))
+
     def times(self, times):
         _, h, w = self.layer.in_shape
-        s, blocks = self.size, self.layer.in_shape[0] // self.in_lanes
+        s, blocks = self.size, self.blocks
         accepted = accept_times(times)
         return [accepted[((r * s + s - 1) * w + c * s + s - 1) * blocks + b] + self.latency
                 for r in range(h // s) for c in range(w // s) for b in range(blocks)]
@@ -273,38 +287,28 @@ class PlannedPool(PlannedStage):
 
     def info(self):
         return {**super().info(), "in_shape": self.layer.in_shape, "size": self.size,
-                "blocks": self.layer.in_shape[0] // self.in_lanes}
+                "blocks": self.blocks}
 
 
-class PlannedGap(PlannedStage):
+class PlannedGap(_PlannedMapStage):
     """A :class:`~hw.gap.GapStage` on ``lanes``-channel beats."""
 
     def __init__(self, layer, *, lanes):
-        super().__init__(layer.name, layer.name)
-        self.layer = layer
-        self.kind = layer.kind
         record = layer.record
         c, h, w = layer.in_shape
         self.mul, self.shift = int(record["mul"]), int(record["shift"])
-        self.in_lanes = self.out_lanes = lanes
-        self.out_shape = layer.out_shape
-        self.out_code = format_shape(record["in_format"])
-        self.cycles = h * w * (c // lanes)
         self.latency = gap_latency(self.mul)
-        self._resources = gap_resources(
+        resources = gap_resources(
             channels=c, lanes=lanes, sum_bits=gap_sum_bits(record["in_format"]["bits"], h * w),
             mul=self.mul)
-        self.multipliers = self._resources["multipliers"]
-
-    @property
-    def resources(self):
-        return self._resources
+        super().__init__(layer, lanes=lanes, out_format=record["in_format"],
+                         resources=resources)
 
     def times(self, times):
-        c, h, w = self.layer.in_shape
-        blocks = c // self.in_lanes
+        _, h, w = self.layer.in_shape
         accepted = accept_times(times)
-        return [accepted[(h * w - 1) * blocks + b] + self.latency for b in range(blocks)]
+        return [accepted[(h * w - 1) * self.blocks + b] + self.latency
+                for b in range(self.blocks)]
 
     def build(self):
         return GapStage(label=self.layer.label, in_shape=self.layer.in_shape,

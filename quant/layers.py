@@ -19,6 +19,7 @@ batchnorms in ``layer.folded`` and their activation); the plan and the fake-quan
 indexed by that list.
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,7 +221,7 @@ class BatchNormLayer(nn.Module):
 
 # -- the torch module registry ---------------------------------------------------------------
 
-class TorchKind:
+class TorchKind(ABC):
     """The PyTorch side of one layer kind (one instance per kind in :data:`MODULES`).
 
     ``flat``: whether its float module outputs ``(N, features)`` rather than ``(N, C, H, W)``.
@@ -228,9 +229,9 @@ class TorchKind:
 
     flat = False
 
+    @abstractmethod
     def build(self, layer, config):
         """Return the float ``nn.Module`` of the config ``layer`` (seeded by the caller)."""
-        raise NotImplementedError
 
     def pre_activation(self, module, x):
         """Return the float output of ``module`` before its activation (``None``: it has no
@@ -250,10 +251,10 @@ class Quantized(TorchKind):
         ``layer`` of ``model`` with its formats; ``choice`` is a :class:`FormatChoice`."""
         p["out"] = dict(p["in"])
 
+    @abstractmethod
     def forward(self, qnet, i, x, counts, dtype):
         """Return the fake-quantized output of exported layer ``i`` of ``qnet`` for the
         values ``x``, counting clamped values in ``counts`` (a :class:`Counts`)."""
-        raise NotImplementedError
 
     def codes(self, p, x):
         """Return the integer codes of the values ``x`` this layer output (int64)."""
@@ -302,9 +303,9 @@ class _Affine(Quantized):
         p["acc_bits"] = GL.acc_bits_for(layer.kind, wb, fmt["bits"], layer.fan_in)
         _activation_formats(p, layer, choice)
 
+    @abstractmethod
     def accumulate(self, qnet, i, x, dtype):
         """Return the accumulators (as values) of exported layer ``i``."""
-        raise NotImplementedError
 
     def forward(self, qnet, i, x, counts, dtype):
         return qnet.activate(i, self.accumulate(qnet, i, x, dtype), counts)
@@ -426,8 +427,9 @@ class BatchNormKind(TorchKind):
         return module.pre_activation(x)
 
     def fold(self, module, weight, bias):
-        """Return ``(w', b')`` with ``w' = w·γ/√(σ²+ε)`` per output channel (dimension 0) and
-        ``b' = (b − μ)·γ/√(σ²+ε) + β``, from the running statistics, in ``weight``'s dtype."""
+        """Return ``(w', b')`` with ``w' = w·γ/√(σ²+ε)`` per output channel
+        (dimension 0) and ``b' = (b − μ)·γ/√(σ²+ε) + β``, from the running statistics, in
+        ``weight``'s dtype."""
         bn, dtype = module.bn, weight.dtype
         s = bn.weight.to(dtype) / torch.sqrt(bn.running_var.to(dtype) + bn.eps)
         bias = torch.zeros_like(s) if bias is None else bias

@@ -5,19 +5,8 @@ import re
 import pytest
 
 from core.paths import ROOT
-from golden import random_qmodel
 from hw.cycles import cycle_model
 from hw.folding import derive_folding
-
-LENET5 = [
-    {"kind": "conv", "out_channels": 6, "kernel": 5, "name": "c1"},
-    {"kind": "pool", "mode": "max", "size": 2, "name": "s2"},
-    {"kind": "conv", "out_channels": 16, "kernel": 5, "name": "c3"},
-    {"kind": "pool", "mode": "max", "size": 2, "name": "s4"},
-    {"kind": "dense", "out_features": 120, "name": "f5"},
-    {"kind": "dense", "out_features": 84, "name": "f6"},
-    {"kind": "dense", "out_features": 10, "name": "out"},
-]
 
 
 def _figure_rows():
@@ -29,10 +18,10 @@ def _figure_rows():
 
 
 @pytest.mark.parametrize("row", _figure_rows())
-def test_hardware_md_cycle_figures(row):
+def test_hardware_md_cycle_figures(row, lenet5):
     label, cycles, latency, multipliers, per_mult = (
         c.strip() for c in row.strip("|").split("|"))
-    meta, arrays = random_qmodel(LENET5, 0, height=28, pad=2, calibration=2)
+    meta, arrays = lenet5
     folding = [{"pe": int(p), "simd": int(s)}
                for p, s in re.findall(r"(\d+)/(\d+)", label.split(":")[-1])]
     target = re.search(r"derive_folding\((\d+)\)", label)

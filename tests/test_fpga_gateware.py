@@ -5,6 +5,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.sim import Simulator
+from conftest import golden_replies
 
 from fpga.gateware import (
     BoardTop,
@@ -15,39 +16,17 @@ from fpga.gateware import (
     UartAccelerator,
 )
 from fpga.link import decode_reply, encode_image, model_reply_layout, reply_bytes
-from golden import IntegerModel, random_images, random_qmodel
+from golden import random_images
 from hw.output import output_layout
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import run_stream
 
-TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-        {"kind": "pool", "mode": "max", "size": 2},
-        {"kind": "dense", "out_features": 4}]
-LOADABLE = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-            {"kind": "pool", "mode": "max", "size": 2},
-            {"kind": "dense", "out_features": 6},
-            {"kind": "dense", "out_features": 4}]
-
-
-@pytest.fixture(autouse=True)
-def _discard_unused():
-    yield
-    discard_unused()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_qmodel(TINY, 3, height=6, pad=1)
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 
 def _replies(layout, out, n):
     total = reply_bytes(layout)
     return [decode_reply(layout, bytes(out[k * total:(k + 1) * total])) for k in range(n)]
-
-
-def _golden(meta, arrays, images):
-    expect = IntegerModel(meta, arrays).run(images)
-    return [{"cls": int(c), "scores": [int(v) for v in s]}
-            for c, s in zip(expect["classes"], expect["scores"], strict=True)]
 
 
 def test_byte_to_beats_gathers_first_byte_lowest():
@@ -151,7 +130,7 @@ def test_byte_link_equals_golden(tiny):
     assert link.reply == model_reply_layout(meta)
     beats = [b for img in images for b in encode_image(meta, img)]
     out, _ = run_stream(link, beats, link.reply_bytes * len(images), gap=0.2, stall=0.3)
-    assert _replies(link.reply, out, len(images)) == _golden(meta, arrays, images)
+    assert _replies(link.reply, out, len(images)) == golden_replies(meta, arrays, images)
 
 
 def test_byte_link_ports(tiny):
@@ -172,9 +151,9 @@ def test_byte_link_ports(tiny):
                                                                  "mul": "lut"}],
      ("dense2", "dense3")),
 ])
-def test_loaded_weights_equal_golden(folding, load):
+def test_loaded_weights_equal_golden(loadable, folding, load):
     """Weights streamed into RAM after reset (the SPRAM path) give the golden results."""
-    meta, arrays = random_qmodel(LOADABLE, 5, height=6, pad=1)
+    meta, arrays = loadable
     images = random_images(meta, 3, 2)
     link = ByteLink(meta, arrays, folding, load=load)
     assert link.core.load == load
@@ -183,11 +162,11 @@ def test_loaded_weights_equal_golden(folding, load):
     assert len(link.weight_stream()) == link.weight_bytes
     beats = list(link.weight_stream()) + [b for img in images for b in encode_image(meta, img)]
     out, _ = run_stream(link, beats, link.reply_bytes * len(images), gap=0.2, stall=0.2)
-    assert _replies(link.reply, out, len(images)) == _golden(meta, arrays, images)
+    assert _replies(link.reply, out, len(images)) == golden_replies(meta, arrays, images)
 
 
-def test_load_rejects_unknown_layer():
-    meta, arrays = random_qmodel(LOADABLE, 5, height=6, pad=1)
+def test_load_rejects_unknown_layer(loadable):
+    meta, arrays = loadable
     with pytest.raises(ValueError) as exc:
         ByteLink(meta, arrays, load=("pool1",))
     assert str(exc.value) == ("load: 'pool1' is not a MAC layer; weights can be loaded into "

@@ -2,52 +2,37 @@
 
 import numpy as np
 import pytest
+from conftest import golden_replies
 
 from core.errors import UserError
 from fpga.host import check, main, read_images, simulate_uart
-from golden import IntegerModel, random_images, random_qmodel
-from hw.simulation import discard_unused
+from golden import random_images
 
-TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-        {"kind": "pool", "mode": "max", "size": 2},
-        {"kind": "dense", "out_features": 4}]
-LOADABLE = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-            {"kind": "pool", "mode": "max", "size": 2},
-            {"kind": "dense", "out_features": 6},
-            {"kind": "dense", "out_features": 4}]
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 
-@pytest.fixture(autouse=True)
-def _discard_unused():
-    yield
-    discard_unused()
-
-
-def test_uart_top_replies_equal_golden():
+def test_uart_top_replies_equal_golden(tiny):
     """Gateware reply bytes off the simulated ``tx`` pin, decoded by the host: golden's class
     and scores."""
-    meta, arrays = random_qmodel(TINY, 3, height=6, pad=1)
+    meta, arrays = tiny
     images = random_images(meta, 2, 7)
     replies = simulate_uart(meta, arrays, images, divisor=4)
-    expect = IntegerModel(meta, arrays).run(images)
-    assert [r["cls"] for r in replies] == expect["classes"].tolist()
-    assert [r["scores"] for r in replies] == expect["scores"].tolist()
+    assert replies == golden_replies(meta, arrays, images)
     assert check(meta, arrays, images, replies)[0] == []
 
 
-def test_check_names_the_mismatching_images():
-    meta, arrays = random_qmodel(TINY, 3, height=6, pad=1)
+def test_check_names_the_mismatching_images(tiny):
+    meta, arrays = tiny
     images = random_images(meta, 3, 7)
-    expect = IntegerModel(meta, arrays).run(images)
-    replies = [{"cls": int(c), "scores": [int(v) for v in s]}
-               for c, s in zip(expect["classes"], expect["scores"], strict=True)]
+    replies = golden_replies(meta, arrays, images)
     replies[1]["scores"][0] += 1
     replies[2]["cls"] = (replies[2]["cls"] + 1) % 4
     assert check(meta, arrays, images, replies)[0] == [1, 2]
 
 
-def test_loaded_weights_over_uart():
-    meta, arrays = random_qmodel(LOADABLE, 5, height=6, pad=1)
+def test_loaded_weights_over_uart(loadable):
+    meta, arrays = loadable
     images = random_images(meta, 1, 4)
     replies = simulate_uart(meta, arrays, images, divisor=3, load=("dense2",))
     assert check(meta, arrays, images, replies)[0] == []

@@ -79,6 +79,14 @@ def rehash(meta, arrays):
                       for n, a in arrays.items()}
 
 
+def assert_refused(meta, arrays, message):
+    """Rehash the changed model; assert golden refuses it with exactly ``message``."""
+    rehash(meta, arrays)
+    with pytest.raises(golden.QModelError) as info:
+        golden.IntegerModel(meta, arrays)
+    assert str(info.value) == f"qmodel.json: {message}; re-run `make quantize PRESET=random`"
+
+
 def reference(meta, arrays, images):
     """Run ``meta`` layer by layer straight from the README, with golden.layers functions."""
     inp = meta["input"]
@@ -426,11 +434,7 @@ class TestSaveLoad:
 class TestVerification:
     """Every rule of the README that a model can break is refused with a one-line message."""
 
-    def refused(self, meta, arrays, message):
-        rehash(meta, arrays)
-        with pytest.raises(golden.QModelError) as info:
-            golden.IntegerModel(meta, arrays)
-        assert str(info.value) == f"qmodel.json: {message}; re-run `make quantize PRESET=random`"
+    refused = staticmethod(assert_refused)
 
     def test_acc_bits(self):
         meta, arrays = build("relu_max")

@@ -7,7 +7,7 @@ test_golden_model.py, their float32 stages against the int64 reference in test_g
 import numpy as np
 import pytest
 from test_golden_fast import check, images_for
-from test_golden_model import rehash
+from test_golden_model import assert_refused, rehash
 
 import golden
 from core.kinds import KINDS, exported_kinds, gap_scale
@@ -46,11 +46,7 @@ class TestRegistry:
 
 
 class TestGapRecord:
-    def refused(self, meta, arrays, message):
-        rehash(meta, arrays)
-        with pytest.raises(golden.QModelError) as info:
-            golden.IntegerModel(meta, arrays)
-        assert str(info.value) == f"qmodel.json: {message}; re-run `make quantize PRESET=random`"
+    refused = staticmethod(assert_refused)
 
     @pytest.mark.parametrize("field, value", [("mul", 41944), ("shift", 19)])
     def test_mul_and_shift_are_gap_scale(self, field, value):

@@ -98,3 +98,12 @@ class TestRandomQModel:
         assert golden.RANDOM.missing() == ()
         assert set(golden.random_model.SPEC_KEYS) == set(golden.RANDOM.kinds())
         assert golden.random_model.SPEC_KEYS["gap"] == set()
+
+    def test_a_generator_without_generate_cannot_be_made(self):
+        # _Generator is abstract: a generator of a new kind that forgets `generate` fails
+        # when it is made (at registration), not when a spec first uses the kind.
+        class NoGenerate(golden.random_model._Generator):
+            pass
+
+        with pytest.raises(TypeError, match=r"abstract method '?generate'?"):
+            NoGenerate()

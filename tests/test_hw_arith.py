@@ -7,19 +7,14 @@ from amaranth.lib import data
 
 from hw import arith
 from hw.arith import Activation
-from hw.simulation import discard_unused, run_cycles
+from hw.simulation import run_cycles
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 FORMATS = [{"bits": 4, "frac": 1, "signed": True}, {"bits": 3, "frac": 0, "signed": False},
            {"bits": 1, "frac": 0, "signed": True}]
 SHIFTS = [-2, 0, 1, 3]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 def _codes(shape):
@@ -206,3 +201,42 @@ def test_activation_requantize_picks_the_shift_of_the_selected_channel():
     seen = run_cycles(m, inputs, lambda ctx: ctx.get(pre))
     want = [_requantize(a, act.shifts[s], fmt) for s in range(3) for a in _codes(acc.shape())]
     assert seen == want
+
+
+def test_check_int():
+    assert arith.check_int("L", "mul", 3) == 3
+    assert arith.check_int("L", "acc_bits", 2, 2) == 2
+
+
+@pytest.mark.parametrize("value,minimum,message", [
+    (0, 1, "L: mul must be an integer >= 1, not 0"),
+    (True, 1, "L: mul must be an integer >= 1, not True"),
+    (2.0, 1, "L: mul must be an integer >= 1, not 2.0"),
+    (1, 2, "L: mul must be an integer >= 2, not 1"),
+])
+def test_check_int_errors(value, minimum, message):
+    with pytest.raises(TypeError) as info:
+        arith.check_int("L", "mul", value, minimum)
+    assert str(info.value) == message
+
+
+def test_check_map_stage():
+    assert arith.check_map_stage("L", (6, 4, 2), None) == ((6, 4, 2), 6)
+    assert arith.check_map_stage("L", [6, 4, 2], 3) == ((6, 4, 2), 3)
+
+
+@pytest.mark.parametrize("label,in_shape,lanes,error,message", [
+    (None, (6, 4, 4), 1, TypeError, "label must be a string, not None"),
+    ("L", (6, 4), 1, TypeError, "L: in_shape must be (channels, height, width), not (6, 4)"),
+    ("L", 6, 1, TypeError, "L: in_shape must be (channels, height, width), not 6"),
+    ("L", (6, 0, 4), 1, TypeError, "L: height must be an integer >= 1, not 0"),
+    ("L", (6, 4, 4.0), 1, TypeError, "L: width must be an integer >= 1, not 4.0"),
+    ("L", (6, 4, 4), 4, ValueError, "L: lanes=4 must be a positive divisor of channels=6"),
+    ("L", (6, 4, 4), 0, ValueError, "L: lanes=0 must be a positive divisor of channels=6"),
+    ("L", (6, 4, 4), True, ValueError,
+     "L: lanes=True must be a positive divisor of channels=6"),
+])
+def test_check_map_stage_errors(label, in_shape, lanes, error, message):
+    with pytest.raises(error) as info:
+        arith.check_map_stage(label, in_shape, lanes)
+    assert str(info.value) == message

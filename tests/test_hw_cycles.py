@@ -1,25 +1,21 @@
 """Cycle model (hw/cycles.py): exact against the RTL, MAC counts, derived folding."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
 from core.config import LECUN_1998_C3
 from golden import IntegerModel, random_images, random_qmodel
-from hw.cycles import cycle_model, stage_table, write_cycles_json
+from hw.cycles import cycle_model, cycles_json_text, stage_table, write_cycles_json
 from hw.folding import derive_folding
 from hw.geometry import mac_cycles, simd_options
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import run_stream
 from hw.top import LeNetAccelerator
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 
 SMALL = [
@@ -30,25 +26,9 @@ SMALL = [
     {"kind": "dense", "out_features": 3},
 ]
 
-LENET5 = [
-    {"kind": "conv", "out_channels": 6, "kernel": 5, "name": "c1"},
-    {"kind": "pool", "mode": "max", "size": 2, "name": "s2"},
-    {"kind": "conv", "out_channels": 16, "kernel": 5, "name": "c3"},
-    {"kind": "pool", "mode": "max", "size": 2, "name": "s4"},
-    {"kind": "dense", "out_features": 120, "name": "f5"},
-    {"kind": "dense", "out_features": 84, "name": "f6"},
-    {"kind": "dense", "out_features": 10, "name": "out"},
-]
-
-
 @pytest.fixture(scope="module")
 def small():
     return random_qmodel(SMALL, 2, height=6, pad=1, calibration=4)
-
-
-@pytest.fixture(scope="module")
-def lenet():
-    return random_qmodel(LENET5, 0, height=28, pad=2, calibration=2)
 
 
 @pytest.mark.parametrize("folding", [
@@ -88,8 +68,8 @@ def test_stage_cycles(small):
         (1, 4), (4, 1)]
 
 
-def test_lenet5_macs(lenet):
-    meta, arrays = lenet
+def test_lenet5_macs(lenet5):
+    meta, arrays = lenet5
     model = cycle_model(meta, None, arrays)
     assert model["macs"] == model["dense_macs"] == 416_520   # dense output: as many as RBF
     assert model["multipliers"] == 5
@@ -107,9 +87,9 @@ def test_lenet5_macs(lenet):
     ("4800", 4800, 89),
     ("2400", 2400, 176),
 ])
-def test_lenet5_fast_foldings_near_bound(lenet, folding, cycles, multipliers):
+def test_lenet5_fast_foldings_near_bound(lenet5, folding, cycles, multipliers):
     # The physical limit is MACs / multipliers; fine-grained SIMD gets within 10% of it.
-    meta, arrays = lenet
+    meta, arrays = lenet5
     if isinstance(folding, str):
         folding = derive_folding(meta, int(folding))
     model = cycle_model(meta, folding, arrays)
@@ -136,17 +116,17 @@ def test_sparse_macs():
         cycle_model(meta, None)
 
 
-def _lecun1998(seed=0):
+def _c3_table():
+    """Return LeCun's C3 connection table (16 maps reading 6) as a 0/1 array."""
     table = np.zeros((16, 6), np.int64)
     for o, inputs in enumerate(LECUN_1998_C3):
         table[o, list(inputs)] = 1
-    spec = [dict(entry) for entry in LENET5]
-    spec[2]["connections"] = table
-    return random_qmodel(spec, seed, height=28, pad=2, calibration=2)
+    return table
 
 
-def test_lecun1998_c3_skips_unconnected_pairs():
-    meta, arrays = _lecun1998()
+def test_lecun1998_c3_skips_unconnected_pairs(lenet5_spec):
+    lenet5_spec[2]["connections"] = _c3_table()
+    meta, arrays = random_qmodel(lenet5_spec, 0, height=28, pad=2, calibration=2)
     model = cycle_model(meta, None, arrays)
     c3 = next(s for s in model["stages"] if s["name"] == "c3")
     assert c3["cycles"] == c3["macs"] == 60 * 25 * 100 == 150_000
@@ -157,8 +137,8 @@ def test_lecun1998_c3_skips_unconnected_pairs():
 
 
 @pytest.mark.parametrize("target", [400_000, 100_000, 30_000, 19_600, 4800, 2400, 1500])
-def test_derive_folding_is_cheapest(lenet, target):
-    meta, _ = lenet
+def test_derive_folding_is_cheapest(lenet5, target):
+    meta, _ = lenet5
     folding = derive_folding(meta, target)
     model = cycle_model(meta, folding)
     assert model["cycles_per_image"] <= target
@@ -177,8 +157,8 @@ def test_derive_folding_is_cheapest(lenet, target):
                                   pe, simd) > target
 
 
-def test_derive_folding_errors(lenet):
-    meta, _ = lenet
+def test_derive_folding_errors(lenet5):
+    meta, _ = lenet5
     # Fully parallel, C1 still takes one input beat per cycle: 32·32.
     with pytest.raises(ValueError) as info:
         derive_folding(meta, 1023)
@@ -189,8 +169,8 @@ def test_derive_folding_errors(lenet):
     assert str(info.value) == "target_cycles must be a positive integer, not 0"
 
 
-def test_derive_folding_lenet5(lenet):
-    meta, _ = lenet
+def test_derive_folding_lenet5(lenet5):
+    meta, _ = lenet5
     assert derive_folding(meta, 19_600) == [
         {"pe": 6, "simd": 1}, {"pe": 1, "simd": 15}, {"pe": 3, "simd": 1},
         {"pe": 1, "simd": 1}, {"pe": 1, "simd": 1}]
@@ -205,6 +185,24 @@ def test_write_cycles_json(tmp_path, small):
     model = cycle_model(meta, None, arrays)
     path = write_cycles_json(model, tmp_path / "cycles.json")
     assert json.loads(path.read_text()) == json.loads(json.dumps(model))
+    assert path.read_text() == cycles_json_text(model)
+
+
+def test_write_cycles_json_is_atomic(tmp_path, small, monkeypatch):
+    # A write that fails (here at the rename into place) leaves the old file as it was and no
+    # temporary file beside it.
+    meta, arrays = small
+    path = write_cycles_json({"old": 1}, tmp_path / "cycles.json")
+    before = path.read_bytes()
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="^disk full$"):
+        write_cycles_json(cycle_model(meta, None, arrays), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cycles.json"]
 
 
 def _run_network(meta, arrays, folding, n, *, seed=3):
@@ -224,8 +222,8 @@ def _run_network(meta, arrays, folding, n, *, seed=3):
 
 
 # LeNet-5 in miniature (12x12 input, pad 2), with LeCun's C3 table on 6 -> 16 maps.
-def _mini_lenet(connections):
-    spec = [dict(entry) for entry in LENET5]
+def _mini_lenet(spec, connections):
+    spec = list(spec)
     spec[2] = dict(spec[2], kernel=3, connections=connections)
     spec[4] = dict(spec[4], out_features=12)
     spec[5] = dict(spec[5], out_features=8)
@@ -242,20 +240,17 @@ def _mini_lenet(connections):
     [{"pe": 6, "simd": 5}, {"pe": 2, "simd": 3}, {"pe": 12, "simd": 8}, {"pe": 1, "simd": 6},
      {"pe": 1, "simd": 1}],
 ])
-def test_mini_lenet1998_rtl(folding):
-    table = np.zeros((16, 6), np.int64)
-    for o, inputs in enumerate(LECUN_1998_C3):
-        table[o, list(inputs)] = 1
-    meta, arrays = _mini_lenet(table)
+def test_mini_lenet1998_rtl(folding, lenet5_spec):
+    meta, arrays = _mini_lenet(lenet5_spec, _c3_table())
     model = _run_network(meta, arrays, folding, 3)
     assert model["macs"] < model["dense_macs"]
 
 
 @pytest.mark.parametrize("which", ["minimal", "fast"])
 @pytest.mark.slow
-def test_lenet5_rtl_matches_model(lenet, which):
+def test_lenet5_rtl_matches_model(lenet5, which):
     # Full LeNet-5 shape: bit-exact with golden, measured interval and latency equal the model.
-    meta, arrays = lenet
+    meta, arrays = lenet5
     if which == "minimal":
         folding, n = None, 2
     else:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import position_beats, random_codes
 
 from core.kinds import gap_scale
 from golden import layers as L
@@ -13,16 +14,11 @@ from hw.gap import (
     gap_latency,
     gap_resources,
 )
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import run_stream
 from hw.skid import SkidBuffer
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 
 S8 = {"bits": 8, "frac": 5, "signed": True}
@@ -30,29 +26,11 @@ U8 = {"bits": 8, "frac": 4, "signed": False}
 S4 = {"bits": 4, "frac": 2, "signed": True}
 
 
-def _beats(x, lanes):
-    """Positions row-major, each position's channels in beats of ``lanes``."""
-    n, c, h, w = x.shape
-    return [[int(v) for v in x[i, k:k + lanes, r, q]] for i in range(n) for r in range(h)
-            for q in range(w) for k in range(0, c, lanes)]
-
-
 def _dut(shape, fmt, lanes):
     channels, h, w = shape
     mul, shift = gap_scale(h * w)
     return GapStage(label="layers[2] 'gap'", in_shape=shape, in_format=fmt, mul=mul,
                     shift=shift, lanes=lanes)
-
-
-def _images(rng, fmt, shape, codes):
-    lo, hi = L.format_range(fmt)
-    if codes == "min":
-        return np.full(shape, lo)
-    if codes == "max":
-        return np.full(shape, hi)
-    if codes == "extreme":
-        return np.where(rng.integers(0, 2, shape) == 1, hi, lo)
-    return rng.integers(lo, hi, endpoint=True, size=shape)
 
 
 @pytest.mark.parametrize("hw", [(2, 2), (4, 4), (5, 5), (3, 2)])
@@ -63,13 +41,14 @@ def test_gap_matches_golden(hw, lanes, fmt):
     # back, with idle input cycles and output backpressure.
     rng = np.random.default_rng(hw[0] * 10 + lanes)
     shape = (6,) + hw
-    x = np.concatenate([_images(rng, fmt, (1,) + shape, codes)
+    x = np.concatenate([random_codes(rng, fmt, (1,) + shape, codes)
                         for codes in ("random", "extreme", "max")])
     dut = _dut(shape, fmt, lanes)
     mul, shift = gap_scale(hw[0] * hw[1])
     ref, _ = L.global_avgpool(x, mul, shift, fmt)
-    expected = _beats(ref, lanes)
-    out, _ = run_stream(dut, _beats(x, lanes), len(expected), seed=lanes, gap=0.3, stall=0.4)
+    expected = position_beats(ref, lanes)
+    out, _ = run_stream(dut, position_beats(x, lanes), len(expected), seed=lanes, gap=0.3,
+                        stall=0.4)
     assert out == expected
 
 
@@ -78,12 +57,12 @@ def test_gap_saturates(codes):
     # A 5x5 map's scale is not exact: the extremes round and saturate to the format.
     rng = np.random.default_rng(3)
     shape = (2, 5, 5)
-    x = _images(rng, S4, (2,) + shape, codes)
+    x = random_codes(rng, S4, (2,) + shape, codes)
     mul, shift = gap_scale(25)
     ref, _ = L.global_avgpool(x, mul, shift, S4)
     dut = _dut(shape, S4, 1)
-    out, _ = run_stream(dut, _beats(x, 1), 4, gap=0.2, stall=0.2)
-    assert out == _beats(ref, 1)
+    out, _ = run_stream(dut, position_beats(x, 1), 4, gap=0.2, stall=0.2)
+    assert out == position_beats(ref, 1)
 
 
 @pytest.mark.parametrize("shape,lanes", [((6, 4, 4), 6), ((6, 5, 5), 2), ((6, 2, 2), 1)])
@@ -95,7 +74,7 @@ def test_gap_timing(shape, lanes):
     n = 3
     x = np.random.default_rng(0).integers(0, 255, (n,) + shape)
     dut = _dut(shape, U8, lanes)
-    _, times = run_stream(dut, _beats(x, lanes), n * blocks)
+    _, times = run_stream(dut, position_beats(x, lanes), n * blocks)
     assert dut.cycles == h * w * blocks
     # The latency is the sum of the registers on the way (measured by `times` below).
     product = PRODUCT_REGISTERS if dut.mul != 1 else 0

@@ -39,6 +39,16 @@ def test_simd_split():
 ])
 def test_simd_error(args, dense, message):
     assert simd_error("L", *args, dense=dense) == message
+    # The same with the window given (a layer's, from its kind).
+    channels, kh, kw, _ = args
+    assert simd_error("L", *args, dense=dense, window=channels * kh * kw) == message
+
+
+def test_simd_error_refuses_a_window_other_than_the_geometry():
+    with pytest.raises(ValueError) as info:
+        simd_error("L", 6, 3, 3, 2, window=27)
+    assert str(info.value) == ("L: the layer's window of 27 products is not the 3x3 positions "
+                               "x 6 channels of its MAC geometry")
 
 
 def test_group_steps():

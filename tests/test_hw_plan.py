@@ -6,17 +6,11 @@ from core.kinds import exported_kinds, mac_kinds
 from golden import random_qmodel
 from hw.folding import check_folding
 from hw.geometry import MacGeometry
-from hw.plan import STAGES, layer_plans, layer_shapes, mac_layers, plan
-from hw.simulation import discard_unused
+from hw.plan import STAGES, LayerStages, layer_plans, layer_shapes, mac_layers, plan
 from hw.top import LeNetAccelerator
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 SPEC = [
     {"kind": "conv", "out_channels": 6, "kernel": 3, "name": "c1"},
@@ -113,6 +107,18 @@ def test_mac_geometry_per_entry(meta):
     assert [layer.padding for layer in layer_plans(meta)] == [0, 0, 1, 0, 0]
 
 
+def test_mac_window_is_the_kinds(meta):
+    # The products per output come from core.kinds (LayerKind.mac_window) and equal the MAC
+    # geometry's kh·kw·C; a simd that does not divide them is refused with the kind's figure.
+    assert [layer.window for layer in layer_plans(meta)] == [9, None, 54, 64, 5]
+    c3, f4 = mac_layers(meta)[1:3]
+    assert c3.simd_error(18) is None
+    assert c3.simd_error(4) == ("layers[2] 'c3': simd=4 does not divide the window kh·kw·C = "
+                                "3·3·6 = 54")
+    assert f4.simd_error(5) == ("layers[3] 'f4': simd=5 does not divide in_features=64 "
+                                "(4 channels x 4x4 positions)")
+
+
 GAP_SPEC = [
     {"kind": "conv", "out_channels": 6, "kernel": 3, "name": "c1"},
     {"kind": "gap", "name": "g2"},
@@ -127,3 +133,13 @@ def test_only_the_last_layer_is_final():
     with pytest.raises(ValueError) as info:
         plan(meta)
     assert str(info.value) == "layers[0] 'c1': only the last layer can be final"
+
+
+def test_an_entry_without_stages_cannot_be_made():
+    # LayerStages is abstract: an entry of a new kind that forgets `stages` fails when it is
+    # made, not when the plan first asks it for its stages.
+    class NoStages(LayerStages):
+        pass
+
+    with pytest.raises(TypeError, match=r"abstract method '?stages'?"):
+        NoStages(0, {"kind": "gap", "name": "g"}, (2, 3, 3))

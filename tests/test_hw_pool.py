@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import position_beats, random_codes
 
 from golden import layers as L
 from hw.arith import Activation
@@ -14,36 +15,15 @@ from hw.pool import (
     pool_resources,
 )
 from hw.requant import requant_latency
-from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.simulation import run_cycles, run_stream
 from hw.skid import SkidBuffer
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 S8 = {"bits": 8, "frac": 5, "signed": True}
 U8 = {"bits": 8, "frac": 4, "signed": False}
-
-
-def _beats(x, lanes=None):
-    """Positions row-major, each position's channels in beats of ``lanes`` (default all)."""
-    n, c, h, w = x.shape
-    lanes = lanes or c
-    return [[int(v) for v in x[i, k:k + lanes, r, q]] for i in range(n) for r in range(h)
-            for q in range(w) for k in range(0, c, lanes)]
-
-
-def _positions(y, lanes=None):
-    return _beats(y, lanes)
-
-
-def _images(rng, fmt, shape):
-    lo, hi = L.format_range(fmt)
-    return rng.integers(lo, hi, endpoint=True, size=shape)
 
 
 @pytest.mark.parametrize("mode,size,fmt,lanes", [
@@ -55,12 +35,13 @@ def test_pool(mode, size, fmt, lanes):
     # lanes: a position's 6 channels in beats of 1, 2 or 3 (a MAC stage's pe output channels).
     rng = np.random.default_rng(size)
     shape = (2, 6 if lanes else 3, 2 * size, 3 * size)
-    x = _images(rng, fmt, shape)
+    x = random_codes(rng, fmt, shape)
     dut = PoolStage(label="layers[1] 's2'", mode=mode, size=size, in_shape=shape[1:],
                     in_format=fmt, lanes=lanes)
     ref = L.maxpool(x, size) if mode == "max" else L.avgpool(x, size)
-    expected = _positions(ref, lanes)
-    out, _ = run_stream(dut, _beats(x, lanes), len(expected), seed=size, gap=0.3, stall=0.4)
+    expected = position_beats(ref, lanes)
+    out, _ = run_stream(dut, position_beats(x, lanes), len(expected), seed=size, gap=0.3,
+                        stall=0.4)
     assert out == expected
     assert dut.cycles == 6 * size * size * shape[1] // (lanes or shape[1])
 
@@ -70,7 +51,7 @@ def test_pool(mode, size, fmt, lanes):
 def test_subsample(kind, lanes):
     rng = np.random.default_rng(11)
     channels, size = (3, 2) if lanes is None else (4, 2)
-    x = _images(rng, U8, (2, channels, 4, 6))
+    x = random_codes(rng, U8, (2, channels, 4, 6))
     coef = rng.integers(-128, 128, channels)
     bias = rng.integers(-4000, 4000, channels)
     acc_bits = L.acc_bits_for("subsample", 8, 8, size * size)
@@ -91,8 +72,8 @@ def test_subsample(kind, lanes):
     q, _ = L.requantize(acc, np.array(act.shifts), act.pre_format)
     if table is not None:
         q = L.apply_lut(q, table, 8)
-    expected = _positions(q, lanes)
-    out, _ = run_stream(dut, _beats(x, lanes), len(expected), seed=3, gap=0.3, stall=0.3)
+    expected = position_beats(q, lanes)
+    out, _ = run_stream(dut, position_beats(x, lanes), len(expected), seed=3, gap=0.3, stall=0.3)
     assert out == expected
 
 
@@ -115,6 +96,14 @@ def test_errors():
                   lanes=4)
     assert str(info.value) == ("layers[1] 's2': lanes=4 must be a positive divisor of "
                                "channels=6")
+    # The checks every map stage shares (hw.arith.check_map_stage), before its own.
+    with pytest.raises(TypeError) as info:
+        PoolStage(label="layers[1] 's2'", mode="max", size=2, in_shape=(6, 4), in_format=U8)
+    assert str(info.value) == ("layers[1] 's2': in_shape must be (channels, height, width), "
+                               "not (6, 4)")
+    with pytest.raises(TypeError) as info:
+        PoolStage(label=None, mode="max", size=2, in_shape=(6, 4, 4), in_format=U8)
+    assert str(info.value) == "label must be a string, not None"
 
 
 def test_cycles():
@@ -128,11 +117,11 @@ def test_single_window_column(mode):
     # One window per row: the next row reads back the column written the cycle before
     # (synchronous read port, transparent for the write-back).
     rng = np.random.default_rng(5)
-    x = _images(rng, S8, (3, 2, 6, 2))
+    x = random_codes(rng, S8, (3, 2, 6, 2))
     dut = PoolStage(label="p", mode=mode, size=2, in_shape=(2, 6, 2), in_format=S8)
     ref = L.maxpool(x, 2) if mode == "max" else L.avgpool(x, 2)
-    out, _ = run_stream(dut, _beats(x), 9, seed=1, gap=0.2, stall=0.5)
-    assert out == _positions(ref)
+    out, _ = run_stream(dut, position_beats(x), 9, seed=1, gap=0.2, stall=0.5)
+    assert out == position_beats(ref)
     assert dut.latency == 2 and dut.resources()["memory_bits"]["lut"] == 0
 
 

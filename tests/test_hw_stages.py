@@ -5,17 +5,11 @@ import pytest
 from golden import random_qmodel
 from hw.cycles import cycle_model
 from hw.plan import plan
-from hw.simulation import discard_unused
-from hw.stages import accept_times, lut_bits
+from hw.stages import PlannedStage, accept_times, lut_bits
 from hw.top import LeNetAccelerator
 
-pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
+pytestmark = [pytest.mark.usefixtures("discard_unused_elaboratables"),
+              pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")]
 
 
 GAP_SPEC = [
@@ -104,3 +98,12 @@ def test_lut_bits():
     assert lut_bits({"activation": lut, "out_format": fmt, "final": True}) == 0
     assert lut_bits({"activation": {"kind": "relu"}, "out_format": fmt}) == 0
     assert lut_bits({"out_format": fmt}) == 0
+
+
+@pytest.mark.parametrize("missing", ["times", "build"])
+def test_a_stage_without_times_or_build_cannot_be_made(missing):
+    # PlannedStage is abstract: a stage class lacking either fails when it is made.
+    methods = {name: lambda self, *args: None for name in ("times", "build") if name != missing}
+    stage = type("Partial", (PlannedStage,), methods)
+    with pytest.raises(TypeError, match=f"abstract method '?{missing}'?"):
+        stage("s", "s")

@@ -7,6 +7,7 @@ from torch import nn
 
 from core.config import load_config, parse_config
 from core.kinds import KINDS
+from quant import layers as QL
 from quant.layers import EXPORTERS, MODULES, float_layer, float_parameters
 from quant.model import build_model
 
@@ -111,3 +112,15 @@ def test_tap_values():
         [[0.375, -0.25]]
     assert EXPORTERS["rbf"].tap_value({"final": True, "in_format": fmt}, codes).tolist() == \
         [[-0.1875, 0.125]]
+
+
+@pytest.mark.parametrize("base,missing", [
+    (QL.TorchKind, "build"), (QL.Quantized, "forward"), (QL._Affine, "accumulate")])
+def test_an_entry_missing_a_method_cannot_be_made(base, missing):
+    # The base classes are abstract: an entry that forgets one of their methods fails when it
+    # is made (at registration), not when the method is first called.
+    methods = {name: lambda self, *args: None for name in ("build", "forward", "accumulate")
+               if name != missing}
+    entry = type("Partial", (base,), methods)
+    with pytest.raises(TypeError, match=f"abstract method '?{missing}'?"):
+        entry()
