@@ -30,6 +30,7 @@ from hw.folding import check_folding, check_load
 
 from .cli import ArgumentParser, add_model_arguments, load_argument, output_folder, resolve_model
 from .devices import spram_script
+from .dsp import with_products
 from .gateware import BoardTop
 from .link import model_reply_layout, reply_bytes
 from .tools import TOOL_ENV, ToolError, say, tail_text, tool_path, tool_versions
@@ -76,7 +77,7 @@ def board_platform(board):
         raise UserError(f"unknown board {board!r}; known: {', '.join(sorted(BOARDS))}")
     factory, family = BOARDS[board]
     try:
-        return factory()(), family
+        return with_products(factory(), family)(), family
     except ImportError:
         raise UserError("amaranth-boards is missing; install it with "
                         "'.venv/bin/pip install -e .[fpga]'") from None

@@ -48,6 +48,7 @@ from .cli import (
     resolve_model,
 )
 from .devices import BRAM_BITS, DEVICES, RESOURCES, Device, spram_script
+from .dsp import product_platform
 from .gateware import ByteLink
 from .report import (
     critical_path,
@@ -75,10 +76,12 @@ def synthesis_top(meta, arrays, folding=None, load=()):
     return ByteLink(meta, arrays, folding, load=load)
 
 
-def rtlil_text(meta, arrays, folding=None, load=()):
-    """Return the RTLIL of :func:`synthesis_top` (module ``top``), as Yosys reads it."""
-    return rtlil.convert(synthesis_top(meta, arrays, folding, load), name="top",
-                         emit_src=False)
+def rtlil_text(meta, arrays, folding=None, load=(), family=None):
+    """Return the RTLIL of :func:`synthesis_top` (module ``top``), as Yosys reads it for a
+    device of ``family`` (elaborated with :func:`fpga.dsp.product_platform`: on ECP5 the
+    products' registers are inside the MULT18X18D blocks)."""
+    top = synthesis_top(meta, arrays, folding, load)
+    return rtlil.convert(top, name="top", emit_src=False, platform=product_platform(family))
 
 
 def io_pins(top):
@@ -163,7 +166,8 @@ def _synthesize(meta, arrays, folding, dev, out, freq, seed, abc9, load, prog, r
     start = time.monotonic()
     prog.say("elaborate: Amaranth → RTLIL")
     top = synthesis_top(meta, arrays, folding, load)
-    il_text = rtlil.convert(top, name="top", emit_src=False)
+    il_text = rtlil.convert(top, name="top", emit_src=False,
+                            platform=product_platform(dev.family))
     seconds["elaborate"] = round(time.monotonic() - start, 1)
     record = synthesis_record(dev, il_text, freq, seed, abc9)
     json_path = out / f"{dev.name}.json"

