@@ -32,9 +32,14 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}; see --help")
 
 
-def add_model_arguments(parser):
+def add_model_arguments(parser, *, device=False):
     """Add ``--config``, ``--qmodel``, ``--folding``, ``--target-cycles``, ``--out``, ``--load``
-    to the :class:`argparse.ArgumentParser` ``parser``."""
+    to the :class:`argparse.ArgumentParser` ``parser``, and with ``device`` the target
+    ``--device`` (required) and its clock constraint ``--freq``."""
+    if device:
+        parser.add_argument("--device", required=True, choices=sorted(DEVICES))
+        parser.add_argument("--freq", type=float,
+                            help="clock constraint in MHz (device default)")
     parser.add_argument("--config", help="config file or preset name (configs/<p>.toml)")
     parser.add_argument("--qmodel", help="folder of qmodel.json/.npz (default build/<preset>)")
     parser.add_argument("--folding", help="JSON list of {pe, simd} per MAC layer, or a file; "

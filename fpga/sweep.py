@@ -278,11 +278,9 @@ def plot_sweep(table, path):
 def main(argv=None):
     parser = ArgumentParser(prog="python -m fpga.sweep",
                             description="Synthesize foldings from smallest to fastest.")
-    add_model_arguments(parser)
-    parser.add_argument("--device", required=True, choices=sorted(DEVICES))
+    add_model_arguments(parser, device=True)
     parser.add_argument("--points", type=int, default=None, help="foldings to synthesize (8)")
     parser.add_argument("--quick", action="store_true", help="3 points")
-    parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the results of points recorded for the same inputs")
     parser.add_argument("--min-cycles", type=int,

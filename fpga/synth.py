@@ -313,9 +313,7 @@ def parse_budget(text):
 def main(argv=None):
     parser = ArgumentParser(prog="python -m fpga.synth",
                             description="Synthesize, place and route the accelerator.")
-    add_model_arguments(parser)
-    parser.add_argument("--device", required=True, choices=sorted(DEVICES))
-    parser.add_argument("--freq", type=float, help="clock constraint in MHz (device default)")
+    add_model_arguments(parser, device=True)
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--budget", help="override capacities, e.g. 'luts=3000,dsps=4'")
     parser.add_argument("--no-abc9", action="store_true", help="use ABC instead of ABC9")

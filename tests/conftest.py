@@ -35,10 +35,10 @@ TINY = (
 LOADABLE = TINY[:2] + ({"kind": "dense", "out_features": 6}, {"kind": "dense", "out_features": 4})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(autouse=True)
 def discard_unused_elaboratables():
     """Silence Amaranth's "created but never used" for components a test built but did not
-    elaborate (the generator builds stages to inspect them)."""
+    elaborate (the generator builds stages to inspect them); every test gets it."""
     yield
     from hw.simulation import discard_unused
     discard_unused()

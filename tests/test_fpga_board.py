@@ -10,28 +10,12 @@ from fpga.board import BOARD_DEVICES, BOARDS, build_board, main, uart_divisor
 from fpga.devices import DEVICES
 from fpga.link import model_reply_layout, reply_bytes
 from fpga.tools import TOOL_ENV, missing_tools
-from golden import random_qmodel
-from hw.simulation import discard_unused
-
-TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-        {"kind": "pool", "mode": "max", "size": 2},
-        {"kind": "dense", "out_features": 4}]
 
 
 def _needs(family):
     missing = missing_tools(*TOOL_ENV[family].values())
     return pytest.mark.skipif(missing is not None, reason=f"FPGA tools missing: {missing}")
 
-
-@pytest.fixture(autouse=True)
-def _discard_unused():
-    yield
-    discard_unused()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_qmodel(TINY, 3, height=6, pad=1)
 
 
 def test_boards_name_known_devices():

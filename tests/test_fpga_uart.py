@@ -7,13 +7,6 @@ from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from fpga.uart import UartRx, UartTx
-from hw.simulation import discard_unused
-
-
-@pytest.fixture(autouse=True)
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 def _loopback(divisor, sent):

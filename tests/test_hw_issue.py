@@ -5,15 +5,10 @@ import random
 import pytest
 
 from hw.issue import IssueCounter
-from hw.simulation import discard_unused, run_cycles
+from hw.simulation import run_cycles
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 def _model(in_shape, kernel, split, steps):

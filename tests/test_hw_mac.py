@@ -10,17 +10,12 @@ from hw.arith import Activation
 from hw.mac import MacStage, mac_extra_latency
 from hw.mac_array import mac_array_latency
 from hw.requant import requant_latency
-from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.simulation import run_cycles, run_stream
 from hw.skid import SkidBuffer
 from hw.window import LineBuffer
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 U8 = {"bits": 8, "frac": 8, "signed": False}
 

@@ -5,15 +5,10 @@ import pytest
 from amaranth.hdl import signed, unsigned
 
 from hw.mac_array import TREE_FANIN, MacArray, mac_array_latency, tree_stages
-from hw.simulation import discard_unused, run_cycles
+from hw.simulation import run_cycles
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 def test_tree_stages():

@@ -5,15 +5,10 @@ import pytest
 
 from golden import layers as L
 from hw.padder import Padder
-from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.simulation import run_cycles, run_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 @pytest.mark.parametrize("channels,pad", [(1, 2), (3, 1), (2, 0)])

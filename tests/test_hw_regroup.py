@@ -4,15 +4,10 @@ import pytest
 from amaranth.hdl import signed
 
 from hw.regroup import Regroup, regroup_steps
-from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.simulation import run_cycles, run_stream
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 def _values(count):

@@ -7,15 +7,10 @@ from amaranth.hdl import signed, unsigned
 from golden import layers as L
 from hw.arith import Activation
 from hw.requant import Requantizer, requant_latency
-from hw.simulation import discard_unused, run_cycles
+from hw.simulation import run_cycles
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 def _activation(kind, channels):

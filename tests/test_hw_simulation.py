@@ -5,17 +5,12 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.simulation import discard_unused, run_cycles, run_stream, to_python
+from hw.simulation import run_cycles, run_stream, to_python
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 PAIR = data.StructLayout({"x": signed(6), "v": data.ArrayLayout(unsigned(4), 2)})
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 class Stage(wiring.Component):

@@ -4,16 +4,11 @@ import pytest
 from amaranth.hdl import signed
 from amaranth.lib import data
 
-from hw.simulation import discard_unused, run_cycles, run_stream
+from hw.simulation import run_cycles, run_stream
 from hw.skid import SkidBuffer
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 LAYOUT = data.ArrayLayout(signed(5), 3)

@@ -5,16 +5,11 @@ from amaranth.lib import data as lib_data
 from amaranth.sim import Simulator
 
 from golden import IntegerModel, random_images, random_qmodel
-from hw.simulation import discard_unused, run_stream
+from hw.simulation import run_stream
 from hw.top import LeNetAccelerator, LeNetAxiStream
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 # Every stage kind: LUT conv, subsampling, a padded sparse conv, max pooling, dense, RBF.
 SPEC_RBF = [

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from golden import random_qmodel, save
-from hw.simulation import discard_unused
 from hw.verilog import generate, main
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -25,11 +24,6 @@ SPEC = [
 FOLDING = [{"pe": 3, "simd": 1}, {"pe": 2, "simd": 3}, {"pe": 5, "simd": 2},
            {"pe": 1, "simd": 5}]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed
 
-from hw.simulation import discard_unused, run_cycles
+from hw.simulation import run_cycles
 from hw.weights import LOADED_WEIGHTS, WeightStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 @pytest.mark.parametrize("load", [False, True])

@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 from amaranth.hdl import unsigned
 
-from hw.simulation import discard_unused, run_cycles
+from hw.simulation import run_cycles
 from hw.window import LineBuffer, ring_geometry
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _discard_unused():
-    yield
-    discard_unused()
 
 
 @pytest.mark.parametrize("split", [(2, 1, 1), (1, 2, 3), (2, 4, 1), (1, 2, 1), (2, 4, 3)])
