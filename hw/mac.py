@@ -5,7 +5,7 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import format_range, format_shape, rom_depth
+from .arith import check_int, format_range, format_shape, rom_depth
 from .geometry import group_steps, simd_error, simd_split
 from .issue import IssueCounter
 from .mac_array import MacArray, mac_array_latency
@@ -33,12 +33,6 @@ def mac_extra_latency(simd, lut):
     """
     return (LineBuffer.latency + mac_array_latency(simd) + requant_latency(lut)
             + SkidBuffer.latency - 1)
-
-
-def _check_int(label, what, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise TypeError(f"{label}: {what} must be an integer >= {minimum}, not {value!r}")
-    return value
 
 
 class MacStage(wiring.Component):
@@ -134,9 +128,9 @@ class MacStage(wiring.Component):
         if kh > height or kw > width:
             raise ValueError(f"{label}: kernel {kh}x{kw} is larger than the input "
                              f"{height}x{width}")
-        _check_int(label, "pe", pe)
-        _check_int(label, "simd", simd)
-        _check_int(label, "acc_bits", acc_bits, 2)
+        check_int(label, "pe", pe)
+        check_int(label, "simd", simd)
+        check_int(label, "acc_bits", acc_bits, 2)
         if out_channels % pe:
             raise ValueError(f"{label}: pe={pe} does not divide out_channels={out_channels}")
         message = simd_error(label, channels, kh, kw, simd, dense=dense)

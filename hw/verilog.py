@@ -16,7 +16,6 @@ leaves the previous RTL byte-identical.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from core.provenance import (
     write_json,
 )
 
-from .cycles import cycle_model, load_qmodel
+from .cycles import cycle_model, cycles_json_text, load_qmodel
 from .folding import check_folding, check_load, resolve_folding
 from .top import LeNetAccelerator, LeNetAxiStream
 
@@ -126,7 +125,7 @@ def generate(meta, arrays, folding=None, out_dir=".", *, name="lenet_accel", pro
         "top": verilog.convert(top, name=name, emit_src=False, strip_internal_attrs=True),
         "axis": verilog.convert(axis, name=f"{name}_axis", emit_src=False,
                                 strip_internal_attrs=True),
-        "cycles": json.dumps(model, indent=2, sort_keys=True) + "\n",
+        "cycles": cycles_json_text(model),
         "lint": _lint_file(),
     }
     data = {key: text.encode("utf-8") for key, text in texts.items()}
