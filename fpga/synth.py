@@ -182,12 +182,21 @@ def _synthesize(meta, arrays, folding, dev, out, freq, seed, abc9, load, prog, r
 
     synth = "synth_ice40" if dev.family == "ice40" else "synth_ecp5"
 
-    def run_yosys(with_abc9, extra=()):
-        synth_cmd = " ".join([synth, "-top", "top", *dev.synth_args,
-                              *(["-abc9"] if with_abc9 else []), *extra, "-json",
-                              "netlist.json"])
-        script = f"read_rtlil top.il\n{spram_script(dev.family)}\n{synth_cmd}\n" \
-                 f"tee -q -o stat.json stat -json\n"
+    def run_yosys(with_abc9):
+        args = " ".join([synth, "-top", "top", *dev.synth_args])
+        if with_abc9:
+            commands = [f"{args} -abc9 -json netlist.json"]
+        elif dev.family == "ecp5":
+            # synth_ecp5 always maps its LUTs with ABC9; without it, stop before that step,
+            # map with plain ABC (LUTs of up to 7 inputs, which map_cells builds from LUT4s
+            # and wide-function muxes) and go on from there.
+            commands = [f"{args} -run :map_luts", "techmap -map +/lattice/latches_map.v",
+                        "abc -lut 4:7 -dress", "clean",
+                        f"{args} -run map_cells: -json netlist.json"]
+        else:
+            commands = [f"{args} -json netlist.json"]
+        script = "\n".join(["read_rtlil top.il", spram_script(dev.family), *commands,
+                            "tee -q -o stat.json stat -json", ""])
         write_bytes(work / "synth.ys", script.encode("utf-8"))
         return prog.run(f"yosys {synth}", [tool("yosys"), "-q", "-l", "yosys.log", "-s",
                                            "synth.ys"], work / "yosys.out", work,
@@ -196,17 +205,13 @@ def _synthesize(meta, arrays, folding, dev, out, freq, seed, abc9, load, prog, r
     code, secs = run_yosys(abc9)
     retry = None
     if code != 0 and "ABC_OPS_REINTEGRATE" in tail_text(work / "yosys.log"):
-        # Yosys 0.70's ABC9 reintegration asserts on some netlists (an ECP5 LeNet-5 at
-        # 48,000 cycles per image). synth_ecp5 always runs ABC9; with its flip-flops mapped
-        # by ABC9 too (-dff) the same netlist goes through. synth_ice40 can run plain ABC.
-        retry = "-dff" if dev.family == "ecp5" else "no -abc9"
+        # Yosys 0.70's ABC9 reintegration asserts on some netlists (ECP5 LeNet-5 builds among
+        # them); plain ABC maps the same netlist.
+        retry = "no -abc9"
         prog.say(f"yosys: ABC9 failed while reintegrating its netlist; again with {retry}")
         (work / "yosys.log").replace(work / "yosys-abc9.log")
-        if dev.family == "ecp5":
-            code, more = run_yosys(abc9, ("-dff",))
-        else:
-            abc9 = False
-            code, more = run_yosys(False)
+        abc9 = False
+        code, more = run_yosys(False)
         secs += more
     seconds["yosys"] = round(secs, 1)
     if code != 0:

@@ -241,3 +241,15 @@ def test_ecp5_products_keep_their_registers_in_the_blocks(tiny, tmp_path):
     assert len(blocks) == result["dsps"] == cycle_model(meta, None, arrays)["multipliers"]
     assert {(p["REG_INPUTA_CLK"], p["REG_INPUTB_CLK"], p["REG_OUTPUT_CLK"],
              p["REG_PIPELINE_CLK"]) for p in blocks} == {("CLK0", "CLK0", "CLK0", "NONE")}
+
+
+@needs_tools
+def test_ecp5_without_abc9_maps_with_plain_abc(tiny, tmp_path):
+    """ECP5's fallback when ABC9 fails (and --no-abc9): plain ABC maps the LUTs, the build
+    fits, times and matches the ABC9 build's blocks."""
+    meta, arrays = tiny
+    result = synthesize(meta, arrays, None, "ecp5-25", tmp_path, abc9=False, progress=None)
+    assert result["fits"] is True and result["abc9"] is False and result["fmax_mhz"] > 0
+    script = (tmp_path / "ecp5-25" / "synth.ys").read_text()
+    assert "abc -lut 4:7 -dress" in script and "-abc9" not in script
+    assert result["dsps"] == cycle_model(meta, None, arrays)["multipliers"]
