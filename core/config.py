@@ -22,7 +22,7 @@ from .paths import CONFIG_DIR
 
 __all__ = [
     "ConfigError", "Config", "Layer", "load_config", "parse_config", "preset_path",
-    "CONFIG_DIR", "LECUN_1998_C3", "DEVICE_NAMES",
+    "describe_network_changes", "CONFIG_DIR", "LECUN_1998_C3", "DEVICE_NAMES",
 ]
 
 DATASETS = ("mnist", "fashion-mnist", "idx")
@@ -114,10 +114,42 @@ class Config:
     def macs(self):
         return sum(layer.macs for layer in self.layers)
 
+    def layer_bits(self, name, key):
+        """Return the width ``key`` (``wbits`` or ``abits``) the config gives layer ``name``:
+        its ``[quant.layers.<name>]`` override, else ``[quant]``'s."""
+        return self.quant["layers"].get(name, {}).get(key, self.quant[key])
+
+    def bits_source(self, layer, key):
+        """Return where the width ``key`` of an exported ``layer`` comes from: ``"override"``
+        (``[quant.layers.<name>]``), ``"default"`` (``[quant]``) or ``"automatic"`` (the
+        quantizer derives it: the input's format, the accumulator's width)."""
+        if layer.spec.bits_noop(key, layer.final) is not None:
+            return "automatic"
+        return "override" if key in self.quant["layers"].get(layer.name, {}) else "default"
+
     @property
     def weights_sha256(self):
         """Hash of what determines the trained weights: [model], [[layers]] and [train]."""
         return self.sections_sha256("model", "layers", "train")
+
+    @property
+    def weights_description(self):
+        """What determines the trained weights (``[model]``, ``[[layers]]``, ``[train]``) as
+        plain JSON values, defaults filled in: each layer's name, kind and the keys its kind
+        takes (a connection table: ``"full"`` or its rows). A checkpoint's ``train.json`` keeps
+        it so that a retrain can say what changed (:func:`describe_network_changes`)."""
+        layers = []
+        for layer in self.layers:
+            entry = {"name": layer.name, "kind": layer.kind}
+            for key in sorted(layer.spec.keys):
+                value = layer.activation if key == "activation" else layer.params.get(key)
+                if isinstance(value, tuple):              # a connection table
+                    value = "full" if layer.full else [list(row) for row in value]
+                entry[key] = value
+            layers.append(entry)
+        model = {"name": self.name, "dataset": self.dataset, "input_size": self.input_size,
+                 "input_pad": self.input_pad, "output": self.output}
+        return {"model": model, "layers": layers, "train": dict(self.train)}
 
     def sections_sha256(self, *sections):
         """Return the SHA-256 of the named top-level sections of the TOML (``model``,
@@ -149,6 +181,40 @@ class Config:
     @property
     def padded_size(self):
         return self.input_size + 2 * self.input_pad
+
+
+def _show(value):
+    return "-" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _value_changes(prefix, old, new):
+    """Return ``"<prefix><key> a → b"`` for each key whose value differs (lists: "changed")."""
+    out = []
+    for key in list(new) + [k for k in old if k not in new]:
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, list) or isinstance(b, list):
+            out.append(f"{prefix}{key} changed")
+        else:
+            out.append(f"{prefix}{key} {_show(a)} → {_show(b)}")
+    return out
+
+
+def describe_network_changes(old, new):
+    """Return what differs between two :attr:`Config.weights_description` values, as phrases
+    such as ``"f5: out_features 120 → 100"``, ``"model.input_pad 2 → 0"``,
+    ``"train.epochs 15 → 1"``, ``"7 → 8 layers"`` (``[]``: nothing)."""
+    changes = _value_changes("model.", old.get("model", {}), new["model"])
+    old_layers, new_layers = old.get("layers", []), new["layers"]
+    if len(old_layers) != len(new_layers):
+        changes.append(f"{len(old_layers)} → {len(new_layers)} layers")
+    for i, (a, b) in enumerate(zip(old_layers, new_layers, strict=False)):
+        if a.get("name") != b["name"]:
+            changes.append(f"layers[{i}] {_show(a.get('name'))} → {_show(b['name'])}")
+        rest = lambda d: {k: v for k, v in d.items() if k != "name"}
+        changes += _value_changes(f"{b['name']}: ", rest(a), rest(b))
+    return changes + _value_changes("train.", old.get("train", {}), new["train"])
 
 
 TRAIN_DEFAULTS = {
@@ -240,7 +306,7 @@ def parse_config(data, path=Path("<string>")):
     quant = checker.section(raw, "quant", QUANT_DEFAULTS)
     hardware = checker.section(raw, "hardware", HARDWARE_DEFAULTS)
     checker.train(train)
-    checker.quant(quant, names)
+    checker.quant(quant, {layer.name: layer for layer in layers})
     checker.hardware(hardware, {layer.name: layer for layer in layers})
     return Config(
         path=Path(path), name=name, dataset=dataset, input_size=input_size, input_pad=input_pad,
@@ -343,7 +409,7 @@ class _Checker:
         self.choice(train, "optimizer", p, ("adam", "sgd"))
         self.choice(train, "schedule", p, ("onecycle", "constant"))
 
-    def quant(self, quant, names):
+    def quant(self, quant, layers):
         p = "quant."
         self.integer(quant, "wbits", p, None, 2, 16)
         self.integer(quant, "abits", p, None, 2, 16)
@@ -356,7 +422,25 @@ class _Checker:
         self.number(quant, "qat_lr", p, 1e-7, 10.0)
         if not isinstance(quant["per_channel"], bool):
             self.fail(f"quant.per_channel must be true or false, not {quant['per_channel']!r}")
-        self.per_layer(quant, "quant", names, {"wbits": (2, 16), "abits": (2, 16)})
+        self.per_layer(quant, "quant", layers, {"wbits": (2, 16), "abits": (2, 16)})
+        self.bits_overrides(quant["layers"], layers)
+
+    def bits_overrides(self, table, layers):
+        """Refuse a ``[quant.layers.<name>]`` width that changes nothing on its layer
+        (:meth:`core.kinds.LayerKind.bits_noop`)."""
+        exported = None
+        for layer in layers.values():
+            exported = layer if layer.spec.exported else exported
+            for key, value in table.get(layer.name, {}).items():
+                reason = layer.spec.bits_noop(key, layer.final)
+                if reason is None:
+                    continue
+                if exported is not layer and exported is not None:
+                    fix = f"set it in [quant.layers.{exported.name}]"
+                else:
+                    fix = "remove it"
+                self.fail(f"quant.layers.{layer.name}.{key}={value} changes nothing: {reason}; "
+                          f"{fix}")
 
     def hardware(self, hardware, names, key="hardware"):
         p = f"{key}."

@@ -80,6 +80,11 @@ class LayerKind:
     spatial = False
     #: Whether its output is a flat vector of features (``(F, 1, 1)``, no spatial layout).
     flat = False
+    #: Whether its weights get a number format of their own (``wbits`` sets its width).
+    weighted = False
+    #: Whether it requantizes its output to a format of its own (``abits`` sets its width),
+    #: unless it is the final layer.
+    requantizes = False
 
     # -- config ---------------------------------------------------------------------------
     def parse(self, check, table, prefix, in_shape):
@@ -95,6 +100,20 @@ class LayerKind:
         """Return ``(outputs, window)`` of a MAC kind: output channels (features) and the
         products summed per output (``kh·kw·C``; a dense layer's window is its whole input)."""
         raise TypeError(f"layer kind {self.name!r} has no MAC array")
+
+    def bits_noop(self, key, final):
+        """Return why ``[quant.layers.<name>]`` ``key`` (``wbits`` or ``abits``) changes nothing
+        on a layer of this kind (``final``: the network's last layer), or ``None`` when it sets
+        a width of the integer model."""
+        if not self.exported:
+            return f"a {self.name} layer is folded into the layer before it at export"
+        if key == "wbits" and not self.weighted:
+            return f"a {self.name} layer has no weights"
+        if key == "abits" and final:
+            return "the final layer's scores keep their accumulator's width (not requantized)"
+        if key == "abits" and not self.requantizes:
+            return f"a {self.name} layer keeps its input's format"
+        return None
 
     # -- shapes and work ------------------------------------------------------------------
     def out_shape(self, params, in_shape):
@@ -137,6 +156,8 @@ class Conv(LayerKind):
     name = "conv"
     keys = frozenset({"out_channels", "kernel", "padding", "activation", "connections"})
     mac = True
+    weighted = True
+    requantizes = True
     spatial = True
     roles = ("weight", "bias", "lut", "connections")
 
@@ -242,6 +263,8 @@ class Subsample(LayerKind):
     name = "subsample"
     keys = frozenset({"size", "activation"})
     spatial = True
+    weighted = True
+    requantizes = True
     roles = ("weight", "bias", "lut")
 
     def parse(self, check, table, prefix, in_shape):
@@ -309,6 +332,8 @@ class Dense(LayerKind):
     keys = frozenset({"out_features", "activation"})
     mac = True
     flat = True
+    weighted = True
+    requantizes = True
     final = "allowed"
     output = "softmax"
     roles = ("weight", "bias", "lut")
@@ -346,6 +371,13 @@ class Rbf(Dense):
     final = "only"
     output = "rbf"
     roles = ("centers",)
+    weighted = False                    # the centers are codes of the input's format
+    requantizes = False
+
+    def bits_noop(self, key, final):
+        if key == "wbits":
+            return "the centers of an rbf layer take its input's format"
+        return super().bits_noop(key, final)
 
     def parse(self, check, table, prefix, in_shape):
         params, _ = Dense.parse(self, check, {**table, "activation": "none"}, prefix, in_shape)

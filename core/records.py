@@ -18,10 +18,14 @@ which imports torch). A record maps each input's name to its SHA-256 (see
   sources of ``quant/``, ``golden/`` and ``core/``.
 """
 
+import collections
+import pickle
+import shlex
+import zipfile
 from pathlib import Path
 
 from .errors import UserError
-from .paths import CONFIG_DIR, ROOT
+from .paths import CONFIG_DIR, ROOT, build_dir
 from .provenance import (
     changed,
     describe_changes,
@@ -32,21 +36,47 @@ from .provenance import (
 )
 
 __all__ = ["KNOWN_DATA", "make_command", "train_options", "checkpoint_record",
-           "checkpoint_recorded", "quantize_options", "qmodel_record", "qmodel_recorded",
-           "qmodel_changes",           "require_current_qmodel", "generator_digest"]
+           "checkpoint_recorded", "read_checkpoint_payload", "checkpoint_changes",
+           "quantize_options", "qmodel_record", "qmodel_recorded", "qmodel_changes",
+           "require_current_qmodel", "generator_digest"]
 
 #: The identity of the data set a checkpoint without a record was trained on, by the config's
 #: ``model.dataset`` (the shipped checkpoints predate records and were trained on MNIST).
 KNOWN_DATA = {"mnist": "bf7d3d307f98c590de2eb3afe142ae45e8418c37e31c7b00b8f6bab671deb453"}
 
 
-def make_command(target, config):
-    """Return the ``make`` command that runs ``target`` for ``config`` (``PRESET=`` for a
-    preset, else ``CONFIG=``)."""
+#: The ``make`` variables of the quantize options (:func:`quantize_options`).
+_OPTION_VARIABLES = {"wbits": "WBITS", "abits": "ABITS", "qat": "QAT"}
+
+
+def _for_make(path):
+    """Return ``path`` as ``make`` in the checkout reads it: as given when the current folder
+    is the checkout, else absolute."""
+    path = Path(path)
+    return path if path.is_absolute() or Path.cwd().resolve() == ROOT else path.resolve()
+
+
+def make_command(target, config, *, out=None, options=None, dataset=None, data_dir=None):
+    """Return the ``make`` command that runs ``target`` for ``config`` in the checkout, for the
+    same inputs: ``PRESET=<name>`` for a file of configs/, else ``CONFIG=<path>``; ``OUT=<out>``
+    when ``out`` is not the config's default folder; ``WBITS=``, ``ABITS=``, ``QAT=1`` for the
+    quantize ``options`` (:func:`quantize_options`); ``DATASET=`` for a ``dataset`` other than
+    the config's and ``DATA_DIR=`` for a ``data_dir``. Values are quoted for the shell."""
     path = Path(config.path)
-    if path.parent.resolve() == CONFIG_DIR.resolve():
-        return f"make {target} PRESET={path.stem}"
-    return f"make {target} CONFIG={path}"
+    if path.parent.resolve() == CONFIG_DIR.resolve() and path.suffix == ".toml":
+        words = [f"PRESET={path.stem}"]
+    else:
+        words = [f"CONFIG={_for_make(path)}"]
+    if out is not None and Path(out).resolve() != build_dir(config).resolve():
+        words.append(f"OUT={_for_make(out)}")
+    for key, value in (options or {}).items():
+        if key in _OPTION_VARIABLES:
+            words.append(f"{_OPTION_VARIABLES[key]}={1 if value is True else value}")
+    if dataset is not None and dataset != config.dataset:
+        words.append(f"DATASET={dataset}")
+    if data_dir is not None:
+        words.append(f"DATA_DIR={_for_make(data_dir)}")
+    return " ".join(["make", target, *map(shlex.quote, words)])
 
 
 def train_options(epochs=None, limit=None):
@@ -70,6 +100,55 @@ def checkpoint_recorded(config, payload):
         return record
     return {"config": payload.get("weights_sha256"), "data": KNOWN_DATA.get(config.dataset),
             "options": sha256_json({})}
+
+
+def _opaque(*args):
+    return None
+
+
+class _PayloadUnpickler(pickle.Unpickler):
+    """Read a checkpoint's pickled payload without torch: tensors read as ``None``; nothing but
+    dicts, lists, numbers and strings is built."""
+
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" or module.startswith("torch."):
+            return _opaque
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint")
+
+    def persistent_load(self, pid):
+        return None
+
+
+def read_checkpoint_payload(path):
+    """Return the payload of a ``torch.save`` checkpoint read without torch (its tensors as
+    ``None``), or ``None`` when it cannot be read so (missing, not a zip archive, a member whose
+    bytes do not match their CRC, an unexpected object): ``quant.train`` then reads it with torch
+    and says what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            if len(names) != 1 or archive.testzip() is not None:
+                return None
+            with archive.open(names[0]) as handle:
+                payload = _PayloadUnpickler(handle).load()
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError,
+            TypeError, AttributeError, KeyError, IndexError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def checkpoint_changes(config, out, data_sha256, options=None):
+    """Return the names of the inputs of ``out/model.pt`` that differ from the record
+    :func:`checkpoint_record` gives now (``[]``: current), read without torch; ``None`` when
+    that cannot be decided so (no readable checkpoint, or one of another preset): ask
+    ``quant.train --ensure``."""
+    payload = read_checkpoint_payload(Path(out) / "model.pt")
+    if payload is None or payload.get("preset") != config.name:
+        return None
+    return changed(checkpoint_recorded(config, payload),
+                   checkpoint_record(config, data_sha256, options))
 
 
 def quantize_options(wbits=None, abits=None, qat=False, per_channel=None):
@@ -118,11 +197,14 @@ def qmodel_changes(config, out, data_sha256, options=None, checkpoint=None):
     return changed(recorded, expected)
 
 
-def require_current_qmodel(config, out, data_sha256, options=None, checkpoint=None):
+def require_current_qmodel(config, out, data_sha256, options=None, checkpoint=None, *,
+                           dataset=None, data_dir=None):
     """Raise :class:`UserError` unless ``out/qmodel.json`` was made from exactly these inputs;
-    the message names the changed inputs and the command that rebuilds it."""
+    the message names the changed inputs and the command that rebuilds it (for the data set
+    ``dataset`` read from ``data_dir``, when given)."""
     names = qmodel_changes(config, out, data_sha256, options, checkpoint)
     if names:
+        command = make_command("quantize", config, out=out, options=options, dataset=dataset,
+                               data_dir=data_dir)
         raise UserError(f"{Path(out) / 'qmodel.json'} was not made from these inputs "
-                        f"({describe_changes(names)}); rebuild it with "
-                        f"`{make_command('quantize', config)}`")
+                        f"({describe_changes(names)}); rebuild it with `{command}`")

@@ -13,7 +13,9 @@ The integer model must have been made from exactly this config, these quantize o
 (``--wbits``/``--abits``/``--qat``, default ``WBITS``/``ABITS``/``QAT``), the checkpoint beside it,
 this data set and the current quantizer (:func:`core.records.require_current_qmodel`); otherwise
 one error names the inputs that changed and the command that rebuilds it. Everything is
-checked before anything is written; the build folder's lock is held while writing.
+checked before anything is written, the folding first on the config's structure
+(:func:`hw.folding.config_structure`, also with ``--check``, which ``make verilog`` runs before
+training or quantizing); the build folder's lock is held while writing.
 
 ``[hardware]`` folding modes:
 
@@ -36,13 +38,13 @@ from core.data import check_fits, load_dataset
 from core.errors import UserError, cli
 from core.paths import build_dir
 from core.provenance import BuildLock
-from core.records import quantize_options, require_current_qmodel
+from core.records import make_command, quantize_options, require_current_qmodel
 
-from .folding import check_load, load_from_config, resolve_folding
+from .folding import check_load, config_structure, load_from_config, resolve_folding
 from .verilog import generate, rtl_record
 
 __all__ = ["ArgumentParser", "env_int", "env_flag", "check_folder", "check_bits",
-           "check_folding_text", "load_integer_model", "main"]
+           "check_folding_text", "check_target_cycles", "load_integer_model", "main"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -88,6 +90,14 @@ def check_folder(path, what="--out"):
     return path
 
 
+def check_target_cycles(cycles):
+    """Refuse a cycle target (``--target-cycles``/``TARGET_CYCLES``) below 1 (``None``: not
+    given)."""
+    if cycles is not None and cycles < 1:
+        raise UserError(f"--target-cycles {cycles} (TARGET_CYCLES): give a positive number of "
+                        f"cycles per image, or leave it out for the config's [hardware] folding")
+
+
 def check_folding_text(text):
     """Refuse a folding argument that cannot be one whatever the model: not ``minimal``,
     ``target:<positive cycles>``, a file or a JSON list (checked against the model later)."""
@@ -108,12 +118,25 @@ def check_folding_text(text):
                         f"of {{\"pe\", \"simd\"}} per MAC layer, or a file holding one")
 
 
-def load_integer_model(config, out_dir):
-    """Return the integer model in ``out_dir`` (``golden.IntegerModel``)."""
+def load_integer_model(config, out_dir, **inputs):
+    """Return the integer model in ``out_dir`` (``golden.IntegerModel``); the message of a
+    missing one gives the command that makes it from ``inputs`` (the ``options``, ``dataset``
+    and ``data_dir`` of :func:`core.records.make_command`)."""
     path = Path(out_dir)
     if not (path / "qmodel.json").is_file():
-        raise UserError(f"no integer model in {path}; run `make quantize PRESET={config.name}`")
+        raise UserError(f"no integer model in {path}; run "
+                        f"`{make_command('quantize', config, out=path, **inputs)}`")
     return golden.load(path)
+
+
+def _check_folding(config, folding, target_cycles):
+    """Refuse a folding, cycle target or ``load`` list the config's structure cannot take."""
+    meta, arrays = config_structure(config)
+    resolve_folding(meta, arrays, folding=folding, target_cycles=target_cycles, config=config)
+    try:
+        check_load(meta, load_from_config(config))
+    except ValueError as exc:
+        raise UserError(f"config {config.path.name}: hardware.{exc}") from None
 
 
 @cli
@@ -140,10 +163,7 @@ def main(argv=None):
     qat = args.qat if args.qat is not None else env_flag("QAT")
     check_bits("WBITS", wbits)
     check_bits("ABITS", abits)
-    if args.target_cycles is not None and args.target_cycles < 1:
-        raise UserError(f"--target-cycles {args.target_cycles} (TARGET_CYCLES): give a positive "
-                        f"number of cycles per image, or leave it out for the config's "
-                        f"[hardware] folding")
+    check_target_cycles(args.target_cycles)
     if not args.name.isidentifier():
         raise UserError(f"--name {args.name!r}: a Verilog module name is letters, digits and _, "
                         f"not starting with a digit")
@@ -154,14 +174,18 @@ def main(argv=None):
         raise UserError(f"DATA_DIR {args.data_dir}: no such folder; give the folder of the IDX "
                         f"files or leave DATA_DIR out")
     config = load_config(args.config)
+    _check_folding(config, args.folding, args.target_cycles)
     qdir = check_folder(args.qmodel_dir or build_dir(config), "--qmodel-dir")
     out = check_folder(args.out or qdir / "rtl")
     data = load_dataset(args.dataset or config.dataset, args.data_dir)
     check_fits(config, data)
     if args.check:
         return 0
-    load_integer_model(config, qdir)
-    require_current_qmodel(config, qdir, data.sha256, quantize_options(wbits, abits, qat))
+    inputs = {"options": quantize_options(wbits, abits, qat), "dataset": data.name,
+              "data_dir": args.data_dir}
+    load_integer_model(config, qdir, **inputs)
+    require_current_qmodel(config, qdir, data.sha256, inputs["options"],
+                           dataset=data.name, data_dir=args.data_dir)
     model = golden.load(qdir)
     folding = resolve_folding(model.meta, dict(model.arrays), folding=args.folding,
                               target_cycles=args.target_cycles, config=config)

@@ -10,19 +10,61 @@ Forms a folding argument takes (:func:`parse_folding`): ``minimal`` (pe = simd =
 import json
 from pathlib import Path
 
+import numpy as np
+
 from core.config import ConfigError
 from core.errors import UserError
+from golden.ops import OPS
 
 from .geometry import connections_of, mac_cycles, simd_error, simd_options
 from .plan import mac_layers, plan
 
 __all__ = ["check_folding", "check_load", "derive_folding", "fastest_folding",
            "assign_multipliers", "hardware_section", "folding_from_config", "load_from_config",
-           "parse_folding", "resolve_folding", "FULL_TARGET_CYCLES"]
+           "parse_folding", "resolve_folding", "config_structure", "FULL_TARGET_CYCLES"]
 
 #: The default target of :func:`fastest_folding`: fast enough for 10,000 images on Verilator
 #: in a few minutes (``python -m sim.run --full``), small enough to build quickly.
 FULL_TARGET_CYCLES = 4096
+
+
+#: The number format :func:`config_structure` gives every tensor: foldings and cycle figures do
+#: not depend on formats.
+_PLACEHOLDER_FORMAT = {"bits": 8, "frac": 0, "signed": True}
+
+
+def config_structure(config):
+    """Return ``(meta, arrays)``: the structure of the integer model ``config`` exports (layer
+    names, kinds and shapes, as in ``qmodel.json``, and the connection table of each sparse
+    layer) with placeholder number formats and no weights.
+
+    Every function of this module, and the cycle figures of :func:`hw.plan.plan`, read only
+    that structure, so a folding or cycle target is checked on it before a checkpoint or an
+    integer model exists (the commands refuse a bad one before writing anything). Never build
+    hardware from it.
+    """
+    fmt = _PLACEHOLDER_FORMAT
+    meta = {"input": {"height": config.input_size, "width": config.input_size,
+                      "channels": config.layers[0].in_shape[0], "pad": config.input_pad,
+                      "format": dict(fmt)},
+            "layers": [],
+            "output": {"kind": OPS[config.exported[-1].kind].classify, "score_bits": 32}}
+    arrays = {}
+    for layer in config.exported:
+        record = {"name": layer.name, "kind": layer.kind, "final": layer.final,
+                  "in_shape": list(layer.in_shape), "in_format": dict(fmt),
+                  "weight_format": dict(fmt), "acc_bits": 32, "activation": {"kind": "none"},
+                  **layer.spec.record(layer.params, layer.in_shape), "arrays": {}}
+        if not layer.final:
+            record["out_format"] = dict(fmt)
+        if "connections" in layer.spec.roles and not layer.full:
+            table = np.zeros((layer.out_shape[0], layer.in_shape[0]), dtype=np.int64)
+            for o, row in enumerate(layer.connections):
+                table[o, list(row)] = 1
+            record["arrays"]["connections"] = f"{layer.name}.connections"
+            arrays[f"{layer.name}.connections"] = table
+        meta["layers"].append(record)
+    return meta, arrays
 
 
 def hardware_section(config, device=None):
@@ -121,7 +163,11 @@ def resolve_folding(meta, arrays, *, folding=None, target_cycles=None, config=No
     if folding:
         return parse_folding(folding, meta, arrays)
     if target_cycles:
-        return parse_folding(f"target:{int(target_cycles)}", meta, arrays, dsps=dsps)
+        try:
+            return check_folding(meta, assign_multipliers(
+                derive_folding(meta, int(target_cycles), arrays), dsps))
+        except ValueError as exc:
+            raise UserError(f"--target-cycles {target_cycles} (TARGET_CYCLES): {exc}") from None
     if config is not None:
         return folding_from_config(config, meta, arrays=arrays, device=device, dsps=dsps)
     return parse_folding("minimal", meta, arrays)

@@ -62,10 +62,6 @@ __all__ = ["plan_formats", "export", "qat", "quantize", "fake_predict", "main", 
 PERCENTILE = 99.99
 
 
-def _layer_bits(config, name, key):
-    return config.quant["layers"].get(name, {}).get(key, config.quant[key])
-
-
 def lut_bits(config, abits):
     return max(4, min(abits + 2, 12)) if config.quant["lut_bits"] == 0 else \
         config.quant["lut_bits"]
@@ -98,9 +94,9 @@ def plan_formats(model, calib_images, wbits=None, abits=None, per_channel=None):
     plan = []
     fmt = dict(INPUT_FORMAT)
     for layer in config.exported:
-        ab = abits or _layer_bits(config, layer.name, "abits")
+        ab = abits or config.layer_bits(layer.name, "abits")
         calib = stats[float_layer(layer).name]
-        choice = FormatChoice(wbits=wbits or _layer_bits(config, layer.name, "wbits"), abits=ab,
+        choice = FormatChoice(wbits=wbits or config.layer_bits(layer.name, "wbits"), abits=ab,
                               per_channel=per_channel, pre=calib["pre"], out=calib["out"],
                               lut_bits=lut_bits(config, ab))
         p = {"in": dict(fmt), "final": layer.final, "lut": None}
@@ -235,7 +231,7 @@ def main(argv=None):
     model = load_checkpoint(config, checkpoint)
     data = load_dataset(args.dataset or config.dataset, args.data_dir)
     check_fits(config, data)
-    check_checkpoint(config, model, data, checkpoint)
+    check_checkpoint(config, model, data, checkpoint, args.data_dir)
     options = quantize_options(args.wbits, args.abits, args.qat, args.per_channel)
     if args.ensure:
         names = qmodel_changes(config, out, data.sha256, options, checkpoint)

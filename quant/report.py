@@ -5,8 +5,10 @@
 Writes ``<out>/reports/quant.md``, ``quant.json`` and PNG plots: float vs PTQ vs QAT golden test
 accuracy at each W/A bit width (W = A), the per-layer formats, accumulator widths, saturation
 counts, lossless lookup-table clamp counts and signal-to-quantization-noise ratio of the config's
-own format, a confusion matrix, and the format chosen as default. Every quantized accuracy is
-measured with golden/ (the integer model the hardware computes), on the whole test split.
+own format with where each layer's widths come from (``[quant]`` default, ``[quant.layers]``
+override, or automatic: derived by the quantizer), a confusion matrix, and the format chosen as
+default. Every quantized accuracy is measured with golden/ (the integer model the hardware
+computes), on the whole test split.
 """
 
 import copy
@@ -51,10 +53,16 @@ def sqnr_db(reference, quantized):
     return math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal else -math.inf
 
 
+def _bits(config, layer, key, bits):
+    """Return ``{"bits", "source"}`` of a layer's width (``None`` when it has none)."""
+    return None if bits is None else {"bits": bits, "source": config.bits_source(layer, key)}
+
+
 def layer_table(config, model, golden, meta, split, sample=2000):
-    """Per exported layer: formats, acc bits, saturations and clamps (whole split; filled by
-    the caller) and SQNR (first
-    ``sample``) against the float output it stands for (a folded batchnorm's)."""
+    """Per exported layer: formats, acc bits, the weight and output widths with their sources
+    (:meth:`core.config.Config.bits_source`), saturations and clamps (whole split; filled by
+    the caller) and SQNR (first ``sample``) against the float output it stands for (a folded
+    batchnorm's)."""
     float_taps = {}
     with torch.no_grad():
         model.eval()
@@ -71,9 +79,16 @@ def layer_table(config, model, golden, meta, split, sample=2000):
             "in_format": d["in_format"], "weight_format": d.get("weight_format"),
             "out_format": d.get("out_format"), "acc_bits": d.get("acc_bits"),
             "activation": d.get("activation", {}).get("kind", "-"),
+            "wbits": _bits(config, layer, "wbits", (d.get("weight_format") or {}).get("bits")),
+            "abits": _bits(config, layer, "abits",
+                           (d.get("out_format") or {}).get("bits", d.get("acc_bits"))),
             "sqnr_db": round(sqnr_db(ref, exporter.tap_value(d, codes)), 2),
         })
     return rows
+
+
+def _source(bits):
+    return f"{bits['bits']} {bits['source']}" if bits else "-"
 
 
 def _fmt(f):
@@ -212,14 +227,19 @@ def markdown(report, config):
     if rec:
         lines += [f"Smallest width within 0.1 point of float: **{rec['method'].upper()} "
                   f"W{rec['wbits']}A{rec['abits']}** ({pct(rec['accuracy'])}).", ""]
-    lines += ["| layer | kind | activation | in | weights | out | acc bits | saturations | "
-              "LUT clamps | SQNR (dB) |", "|---|---|---|---|---|---|---:|---:|---:|---:|"]
+    lines += ["| layer | kind | activation | in | weights | out | acc bits | weight bits | "
+              "out bits | saturations | LUT clamps | SQNR (dB) |",
+              "|---|---|---|---|---|---|---:|---|---|---:|---:|---:|"]
     for r in report["layers"]:
         lines.append(f"| {r['layer']} | {r['kind']} | {r['activation']} | {_fmt(r['in_format'])} "
                      f"| {_fmt(r['weight_format'])} | {_fmt(r['out_format'])} | "
-                     f"{r['acc_bits'] or '-'} | {r['saturations']:,} | {r['clamps']:,} | "
-                     f"{r['sqnr_db']} |")
-    lines += ["", "Formats read `s8.f5`: signed, 8 bits, 5 fractional bits (value = code · 2^-5). "
+                     f"{r['acc_bits'] or '-'} | {_source(r['wbits'])} | {_source(r['abits'])} | "
+                     f"{r['saturations']:,} | {r['clamps']:,} | {r['sqnr_db']} |")
+    lines += ["", "Weight and out bits say where each width comes from: `default` is `[quant]`'s "
+              "wbits/abits, `override` a `[quant.layers.<name>]` table, `automatic` what the "
+              "quantizer derives (a pool keeps its input's format, RBF centers take their "
+              "input's, the final layer's scores keep the accumulator's width).", "",
+              "Formats read `s8.f5`: signed, 8 bits, 5 fractional bits (value = code · 2^-5). "
               "Saturations (clamps that can change a layer's output) and LUT clamps (a lookup "
               "table's input clamped where the table already holds the function's limit code, "
               "which loses nothing; golden/README.md) are counted over the whole test split; "

@@ -9,8 +9,11 @@ Training is seeded and single-process: the same config gives the same weights on
 The checkpoint records what it was trained from (:mod:`core.records`: the config's ``[model]``,
 ``[[layers]]`` and ``[train]`` sections, the data set's identity and the ``--epochs``/``--limit``
 overrides), in its payload and in ``train.json``. There is deliberately no code digest: editing
-the code does not retrain. ``--ensure`` keeps a checkpoint whose record matches, else copies the
-shipped one when its record matches, else trains, printing which input changed. Every value is
+the code does not retrain. ``--ensure`` keeps a checkpoint whose record matches and whose weights
+fit the configured network, else copies the shipped one when its record matches, else trains;
+replacing a checkpoint (or passing over the shipped one) prints one line saying what changed
+(``retraining build/x/model.pt: f5: out_features 120 → 100``: ``train.json`` keeps what each
+checkpoint was trained from, :attr:`core.config.Config.weights_description`). Every value is
 checked before anything is written; the folder's :class:`core.provenance.BuildLock` is held
 while writing, and every file is replaced atomically.
 """
@@ -25,25 +28,33 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from core.config import load_config
+from core.config import describe_network_changes, load_config
 from core.data import check_fits, load_dataset
 from core.errors import UserError, cli
-from core.paths import ROOT, SHIPPED_DIR, build_dir
+from core.paths import CONFIG_DIR, ROOT, SHIPPED_DIR, build_dir
 from core.provenance import (
     BuildLock,
     changed,
     describe_changes,
     read_json,
     sha256_file,
+    sha256_json,
     write_bytes,
     write_json,
 )
 from core.records import checkpoint_record, checkpoint_recorded, make_command, train_options
 
-from .model import CheckpointError, build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from .model import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    model_from_payload,
+    read_checkpoint,
+    save_checkpoint,
+)
 
-__all__ = ["train", "evaluate", "predict", "main", "ensure_checkpoint", "check_checkpoint",
-           "output_folder", "ArgumentParser"]
+__all__ = ["train", "evaluate", "predict", "main", "ensure_checkpoint", "what_changed",
+           "check_checkpoint", "output_folder", "ArgumentParser"]
 
 
 
@@ -156,14 +167,17 @@ def output_folder(out, config):
     return folder
 
 
-def check_checkpoint(config, model, data, path):
-    """Refuse a checkpoint trained from another config or other data than ``data`` (a command
-    that only reads it: quantize, report, --eval-only)."""
+def check_checkpoint(config, model, data, path, data_dir=None):
+    """Refuse a checkpoint trained from another config or other data than ``data`` (read from
+    ``data_dir`` when given), for a command that only reads it: quantize, report,
+    --eval-only."""
     expected = checkpoint_record(config, data.sha256)
     names = [n for n in changed(model.checkpoint_provenance, expected) if n != "options"]
     if names:
+        command = make_command("checkpoint", config, out=Path(path).parent, dataset=data.name,
+                               data_dir=data_dir)
         raise UserError(f"{path} was trained from other inputs ({describe_changes(names)}); "
-                        f"rebuild it with `{make_command('checkpoint', config)}`")
+                        f"rebuild it with `{command}`")
 
 
 def _positive(value, what, fix):
@@ -207,19 +221,20 @@ def main(argv=None):
                               f"another --out")
     options = train_options(args.epochs, args.limit)
     expected = checkpoint_record(config, data.sha256, options)
-    if args.ensure and ensure_checkpoint(config, out, expected):
+    inputs = {"config": config.weights_description, "dataset": data.name, "options": options}
+    if args.ensure and ensure_checkpoint(config, out, expected, inputs):
         return 0
     report = out / "reports" / "train.json"
     if args.eval_only:
         model = load_checkpoint(config, target)
-        check_checkpoint(config, model, data, target)
+        check_checkpoint(config, model, data, target, args.data_dir)
         record = read_json(report) or {"preset": config.name, "epochs": None, "seconds": None}
         record["provenance"] = model.checkpoint_provenance
         with BuildLock(out, "train --eval-only"):
             _finish(config, model, data, record, out)
         return 0
     with BuildLock(out, "train"):
-        if target.exists():
+        if target.exists() and not args.ensure:
             print(f"retraining as asked: replacing {target}", file=sys.stderr)
         start = time.time()
         model, history = train(config, data, epochs=args.epochs, limit=args.limit)
@@ -230,7 +245,8 @@ def main(argv=None):
         record = {"preset": config.name, "epochs": len(history["epoch"]),
                   "seconds": round(seconds, 1), "history": history,
                   "weights_sha256": config.weights_sha256,
-                  "train_images": len(data.train.images[:args.limit]), "provenance": expected}
+                  "train_images": len(data.train.images[:args.limit]), "provenance": expected,
+                  "inputs": inputs}
         _finish(config, model, data, record, out)
     return 0
 
@@ -246,30 +262,103 @@ def _finish(config, model, data, record, out):
           f"(validation {100 * record['val_accuracy']:.2f}%) -> {out / 'model.pt'}")
 
 
-def ensure_checkpoint(config, out, expected):
+#: The ``options`` digest of a checkpoint trained without ``--epochs``/``--limit``.
+NO_OPTIONS = sha256_json({})
+
+
+def _known_inputs(path, payload):
+    """Return what checkpoint ``path`` (its ``payload``) was trained from, as far as it is known
+    (``{"config", "dataset", "options"}``, see :func:`main`): what ``train.json`` beside it
+    says when it describes these bytes, else the ``config`` of the preset whose weights hash it
+    carries (the shipped checkpoints) and no options when its record says none."""
+    report = read_json(path.parent / "reports" / "train.json") or {}
+    if report.get("checkpoint_sha256") == sha256_file(path) and \
+            isinstance(report.get("inputs"), dict):
+        return report["inputs"]
+    known = {}
+    if (payload.get("provenance") or {}).get("options", NO_OPTIONS) == NO_OPTIONS:
+        known["options"] = {}
+    for preset in sorted(CONFIG_DIR.glob("*.toml")):
+        try:
+            config = load_config(preset)
+        except UserError:
+            continue
+        if config.weights_sha256 == payload.get("weights_sha256"):
+            known["config"] = config.weights_description
+            break
+    return known
+
+
+def _options_text(options):
+    return " ".join(f"--{key} {value}" for key, value in sorted(options.items())) or "none"
+
+
+def what_changed(names, old, new):
+    """Return what differs between the inputs ``old`` a checkpoint was trained from (as far as
+    known, see :func:`_known_inputs`) and those asked for now (``new``), given the names of the
+    record's inputs that differ: ``"f5: out_features 120 → 100"``, ``"data set mnist →
+    fashion-mnist"``, ``"options none → --epochs 1"``, else ``"inputs changed: ..."``."""
+    phrases, unknown = [], []
+    for name in names:
+        if name == "config" and "config" in old:
+            found = describe_network_changes(old["config"], new["config"])
+            phrases += found
+            unknown += [] if found else [name]
+        elif name == "data" and old.get("dataset") not in (None, new["dataset"]):
+            phrases.append(f"data set {old['dataset']} → {new['dataset']}")
+        elif name == "options" and isinstance(old.get("options"), dict):
+            phrases.append(f"options {_options_text(old['options'])} → "
+                           f"{_options_text(new['options'])}")
+        else:
+            unknown.append(name)
+    return ", ".join(phrases + ([describe_changes(unknown)] if unknown else []))
+
+
+def _fits(config, payload, path):
+    try:
+        model_from_payload(config, payload, path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def ensure_checkpoint(config, out, expected, inputs):
     """Make ``out/model.pt`` current without training if possible; return whether it is.
 
-    Current means its record (:mod:`core.records`) equals ``expected``; otherwise the shipped
-    checkpoint is copied when its record does, else the caller trains. Replacing an existing
-    ``model.pt`` prints one line naming the inputs that changed. A ``model.pt`` that is not a
-    readable checkpoint is refused (:class:`CheckpointError`), never replaced silently.
+    Current means its record (:mod:`core.records`) equals ``expected`` and its weights fit the
+    configured network; otherwise the shipped checkpoint is copied when its record does, else
+    the caller trains. Replacing an existing ``model.pt``, or training instead of using the
+    shipped one, prints one line saying what changed (:func:`what_changed`; ``inputs`` is what
+    training now would record in ``train.json``). A ``model.pt`` that is not a readable
+    checkpoint is refused (:class:`CheckpointError`), never replaced silently.
     """
     target = out / "model.pt"
+    why = None
     if target.exists():
-        names = changed(checkpoint_recorded(config, read_checkpoint(config, target)), expected)
-        if not names:
+        payload = read_checkpoint(config, target)
+        names = changed(checkpoint_recorded(config, payload), expected)
+        if not names and _fits(config, payload, target):
             return True
-        print(f"rebuilding {target}: {describe_changes(names)}", file=sys.stderr)
+        why = what_changed(names, _known_inputs(target, payload), inputs) if names else \
+            f"its weights do not fit the network of {config.path.name}"
     shipped = SHIPPED_DIR / f"{config.name}.pt"
     if shipped.is_file():
-        names = changed(checkpoint_recorded(config, read_checkpoint(config, shipped)), expected)
+        payload = read_checkpoint(config, shipped)
+        names = changed(checkpoint_recorded(config, payload), expected)
+        name = shipped.relative_to(ROOT)
         if not names:
+            if why:
+                print(f"replacing {target} with the shipped {name}: {why}", file=sys.stderr)
             with BuildLock(out, "train --ensure"):
                 write_bytes(target, shipped.read_bytes())
-            print(f"{config.name}: using the shipped checkpoint {shipped.relative_to(ROOT)}")
+            print(f"{config.name}: using the shipped checkpoint {name}")
             return True
-        print(f"not using the shipped {shipped.relative_to(ROOT)} ({describe_changes(names)}); "
-              f"training", file=sys.stderr)
+        if why is None:
+            print(f"training {target}: not the shipped {name}, which was trained from other "
+                  f"inputs ({what_changed(names, _known_inputs(shipped, payload), inputs)})",
+                  file=sys.stderr)
+    if why:
+        print(f"retraining {target}: {why}", file=sys.stderr)
     return False
 
 

@@ -1,17 +1,20 @@
 """Simulate the accelerator's RTL on test images and compare every result with golden/.
 
 ``python -m sim.run --config configs/lenet5.toml --n 16 --sim icarus [--waves] [--gaps 0.3
---backpressure 0.3] [--folding ...] [--full]``
+--backpressure 0.3] [--folding ... | --target-cycles N] [--full]``
 
-Every argument, the config, the data set (``--dataset``/``DATASET``, ``--data-dir``/``DATA_DIR``)
-and the image range are checked before anything is written. Then: the checkpoint
-(``quant.train --ensure``) → the integer model (re-quantized when its record differs: config,
-``WBITS``/``ABITS``/``QAT``, checkpoint, data, quantizer) → Verilog (regenerated when its record
-differs: integer model, folding, hw/ and core/ sources) → simulate N test images back to back
-with the cocotb testbench → a table (image, label, golden class, RTL class, match, cycles) and
-``<out>/sim/summary.json`` (default ``build/<config name>``), whose ``"chain"`` gives the
-SHA-256 of the config, checkpoint, integer model, Verilog and result it verified. The build
-folder's lock is held from the Verilog on. Exit status 1 on any mismatch.
+Every argument, the config, the folding (on the config's structure,
+:func:`hw.folding.config_structure`: MAC layers, pe/simd that divide, a reachable cycle target),
+the data set (``--dataset``/``DATASET``, ``--data-dir``/``DATA_DIR``) and the image range are
+checked before anything is written. Then: the checkpoint (``quant.train --ensure``; not run
+when the checkpoint, read without torch by :func:`core.records.checkpoint_changes`, and the
+integer model are both current) → the integer model (re-quantized when its record differs:
+config, ``WBITS``/``ABITS``/``QAT``, checkpoint, data, quantizer) → Verilog (regenerated when
+its record differs: integer model, folding, hw/ and core/ sources) → simulate N test images
+back to back with the cocotb testbench → a table (image, label, golden class, RTL class, match,
+cycles) and ``<out>/sim/summary.json`` (default ``build/<config name>``), whose ``"chain"``
+gives the SHA-256 of the config, checkpoint, integer model, Verilog and result it verified. The
+build folder's lock is held from the Verilog on. Exit status 1 on any mismatch.
 
 ``--full`` runs all test images on Verilator through the generated self-checking Verilog
 testbench (``rtl/tb_<top>.v``, no Python in the loop), with the fastest folding unless
@@ -31,9 +34,21 @@ from core.data import check_fits, load_dataset
 from core.errors import UserError, cli
 from core.paths import build_dir
 from core.provenance import BuildLock, sha256_json, write_json
-from core.records import require_current_qmodel
-from hw.build import ArgumentParser, check_folder, check_folding_text, env_int
-from hw.folding import FULL_TARGET_CYCLES, fastest_folding, folding_from_config, parse_folding
+from core.records import checkpoint_changes, qmodel_changes, require_current_qmodel
+from hw.build import (
+    ArgumentParser,
+    check_folder,
+    check_folding_text,
+    check_target_cycles,
+    env_int,
+)
+from hw.folding import (
+    FULL_TARGET_CYCLES,
+    config_structure,
+    fastest_folding,
+    folding_from_config,
+    resolve_folding,
+)
 from hw.top import LeNetAccelerator
 
 from .flow import chain, ensure_qmodel, ensure_rtl, options_from_env
@@ -61,6 +76,9 @@ def _parser():
     p.add_argument("--folding", help="'minimal', 'target:<cycles>', a JSON list of {pe, simd} "
                                      "per MAC layer, or a file (default: the config's "
                                      "[hardware]; --full: the fastest)")
+    p.add_argument("--target-cycles", type=int,
+                   help="derive the cheapest folding meeting this many cycles per image "
+                        "(default TARGET_CYCLES)")
     p.add_argument("--taps", action="store_true", default=os.environ.get("TAPS") == "1",
                    help="compare every inter-stage stream with golden's layer outputs")
     p.add_argument("--seed", type=int, default=1)
@@ -88,7 +106,24 @@ def _check_args(args):
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UserError(f"DATA_DIR {args.data_dir}: no such folder; give the folder of the IDX "
                         f"files or leave DATA_DIR out")
+    if args.target_cycles is None:
+        args.target_cycles = env_int("TARGET_CYCLES")
+    check_target_cycles(args.target_cycles)
+    if args.folding and args.target_cycles:
+        raise UserError("give a folding or target cycles, not both")
     check_folding_text(args.folding)
+
+
+def _folding(args, config, meta, arrays):
+    """Return the folding asked for: ``--folding``, ``--target-cycles``, else the fastest
+    (``--full``) or the config's ``[hardware]``; ``meta`` is the integer model's or the config's
+    structure (:func:`hw.folding.config_structure`), which give the same folding."""
+    if args.folding or args.target_cycles:
+        return resolve_folding(meta, arrays, folding=args.folding,
+                               target_cycles=args.target_cycles)
+    if args.full:
+        return fastest_folding(meta, arrays, FULL_TARGET_CYCLES)
+    return folding_from_config(config, meta, arrays)
 
 
 @cli
@@ -97,6 +132,7 @@ def main(argv=None):
     _check_args(args)
     t_start = time.monotonic()
     config = load_config(args.config)
+    _folding(args, config, *config_structure(config))
     out = check_folder(args.out or build_dir(config))
     sim = "verilator" if args.full else args.sim
     find_simulator(sim)
@@ -110,20 +146,18 @@ def main(argv=None):
                         f"images (0..{total - 1})")
     with BuildLock(out, "sim"):            # refuse at once when another writer is running
         pass
-    ensure_qmodel(config, out, data=data, data_dir=args.data_dir, options=options)
+    if checkpoint_changes(config, out, data.sha256) != [] or \
+            qmodel_changes(config, out, data.sha256, options):
+        ensure_qmodel(config, out, data=data, data_dir=args.data_dir, options=options)
     with BuildLock(out, "sim"):
-        require_current_qmodel(config, out, data.sha256, options)
+        require_current_qmodel(config, out, data.sha256, options, dataset=data.name,
+                               data_dir=args.data_dir)
         return _simulate(args, config, out, data, sim, n, t_start)
 
 
 def _simulate(args, config, out, data, sim, n, t_start):
     qmodel = golden.load(out)
-    if args.folding:
-        folding = parse_folding(args.folding, qmodel.meta, dict(qmodel.arrays))
-    elif args.full:
-        folding = fastest_folding(qmodel.meta, dict(qmodel.arrays), FULL_TARGET_CYCLES)
-    else:
-        folding = folding_from_config(config, qmodel.meta, dict(qmodel.arrays))
+    folding = _folding(args, config, qmodel.meta, dict(qmodel.arrays))
     rtl_dir = out / "rtl"
     paths, cycles, folding = ensure_rtl(out, folding, rtl_dir)
 

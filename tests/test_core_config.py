@@ -245,3 +245,49 @@ def test_no_map_layer_after_a_dense_one(kind):
     assert str(info.value) == (f"config <string>: layers[4].a {kind} layer after the dense "
                                f"layer 'f', whose output is a flat vector; put {kind} layers "
                                f"before the first dense layer")
+
+
+BN_GAP_PRESET = load_config("lenet5-bn-gap").path.read_text()
+RBF_PRESET = load_config("lenet5-1998").path.read_text()
+OVERRIDE_BAD = [
+    (BASE, "[quant.layers.s2]\nabits = 3\nwbits = 2\n",
+     "quant.layers.s2.abits=3 changes nothing: a pool layer keeps its input's format; remove it"),
+    (BASE, "[quant.layers.s2]\nwbits = 2\n",
+     "quant.layers.s2.wbits=2 changes nothing: a pool layer has no weights; remove it"),
+    (BASE, "[quant.layers.out]\nabits = 4\n",
+     "quant.layers.out.abits=4 changes nothing: the final layer's scores keep their "
+     "accumulator's width (not requantized); remove it"),
+    (BN_GAP_PRESET, "[quant.layers.gap]\nabits = 4\n",
+     "quant.layers.gap.abits=4 changes nothing: a gap layer keeps its input's format; remove it"),
+    (BN_GAP_PRESET, "[quant.layers.bn3]\nwbits = 4\n",
+     "quant.layers.bn3.wbits=4 changes nothing: a batchnorm layer is folded into the layer "
+     "before it at export; set it in [quant.layers.c3]"),
+    (RBF_PRESET, "[quant.layers.out]\nwbits = 4\n",
+     "quant.layers.out.wbits=4 changes nothing: the centers of an rbf layer take its input's "
+     "format; remove it"),
+]
+
+
+@pytest.mark.parametrize("text, extra, message", OVERRIDE_BAD,
+                         ids=[m.split(":")[0] for _, _, m in OVERRIDE_BAD])
+def test_overrides_that_change_nothing_are_refused(text, extra, message):
+    """An override on a pool (or abits on the final layer) was accepted and ignored."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.replace("[quant]", extra + "[quant]") if "[quant]" in text
+                     else text + "\n" + extra)
+    assert str(info.value) == f"config <string>: {message}"
+
+
+def test_overrides_say_where_each_width_comes_from():
+    config = parse_config(RBF_PRESET + "\n[quant.layers.s2]\nabits = 4\nwbits = 3\n"
+                          "[quant.layers.c5]\nwbits = 6\n")
+    sources = {layer.name: (config.bits_source(layer, "wbits"),
+                            config.bits_source(layer, "abits"),
+                            config.layer_bits(layer.name, "wbits"),
+                            config.layer_bits(layer.name, "abits"))
+               for layer in config.exported}
+    wbits, abits = config.quant["wbits"], config.quant["abits"]
+    assert sources["s2"] == ("override", "override", 3, 4)
+    assert sources["c5"] == ("override", "default", 6, abits)
+    assert sources["c1"] == ("default", "default", wbits, abits)
+    assert sources["out"][:2] == ("automatic", "automatic")

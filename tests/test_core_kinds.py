@@ -123,3 +123,13 @@ def test_sparse_conv_macs_count_connected_pairs():
     assert kind.fan_in(params, (6, 14, 14)) == 6 * 25
     assert kind.out_shape(params, (6, 14, 14)) == (16, 10, 10)
     assert math.prod(kind.out_shape(params, (6, 14, 14))) == 1600
+
+
+def test_bits_noop_says_which_widths_a_kind_takes():
+    takes = {name: tuple(key for key in ("wbits", "abits") if kind.bits_noop(key, False) is None)
+             for name, kind in KINDS.items()}
+    assert takes == {"conv": ("wbits", "abits"), "pool": (), "subsample": ("wbits", "abits"),
+                     "gap": (), "dense": ("wbits", "abits"), "rbf": (), "batchnorm": ()}
+    assert KINDS["dense"].bits_noop("wbits", True) is None
+    assert KINDS["dense"].bits_noop("abits", True) == (
+        "the final layer's scores keep their accumulator's width (not requantized)")

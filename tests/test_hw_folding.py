@@ -2,13 +2,14 @@
 
 import pytest
 
-from core.config import ConfigError, parse_config
+from core.config import ConfigError, load_config, parse_config
 from core.errors import UserError
 from golden import random_qmodel
 from hw.cycles import cycle_model
 from hw.folding import (
     FULL_TARGET_CYCLES,
     assign_multipliers,
+    config_structure,
     derive_folding,
     fastest_folding,
     folding_from_config,
@@ -16,6 +17,7 @@ from hw.folding import (
     parse_folding,
     resolve_folding,
 )
+from hw.plan import layer_shapes
 from quant.train import ROOT
 
 
@@ -120,3 +122,45 @@ def test_fastest_folding(tiny):
     fast = fastest_folding(meta, arrays, 5)
     assert fast == derive_folding(meta, 13, arrays)
     assert cycle_model(meta, fast, arrays)["cycles_per_image"] == 13
+
+
+def _random_model_of(config):
+    """A random integer model of ``config``'s network (its exported layers)."""
+    spec = []
+    for layer in config.exported:
+        entry = {"kind": layer.kind, "name": layer.name}
+        entry.update({k: v for k, v in layer.params.items()
+                      if k in ("out_channels", "kernel", "padding", "mode", "size",
+                               "out_features")})
+        if "connections" in layer.spec.roles and not layer.full:
+            entry["connections"] = [[int(c in row) for c in range(layer.in_shape[0])]
+                                    for row in layer.connections]
+        if layer.spec.requantizes and not layer.final:
+            entry["activation"] = "relu"
+        spec.append(entry)
+    return random_qmodel(spec, 0, height=config.input_size, pad=config.input_pad,
+                         calibration=2)
+
+
+@pytest.mark.parametrize("preset", ["lenet5", "lenet5-1998", "lenet5-bn-gap"])
+def test_the_config_structure_folds_like_its_integer_model(preset):
+    """sim.run and hw.build check a folding on the config before any integer model exists:
+    every folding and cycle figure must be the integer model's."""
+    config = load_config(preset)
+    structure = config_structure(config)
+    meta, arrays = _random_model_of(config)
+    keys = ("name", "kind", "kernel", "padding", "mode", "size", "in_features", "out_features")
+    shape = lambda r: [{k: r.get(k) for k in keys}, bool(r.get("final"))]
+    assert list(map(shape, structure[0]["layers"])) == list(map(shape, meta["layers"]))
+    assert layer_shapes(structure[0]) == layer_shapes(meta)
+    for target in (1024, 3000, 4800, 48000):
+        folding = derive_folding(*structure[:1], target, structure[1])
+        assert folding == derive_folding(meta, target, arrays)
+        figures = cycle_model(structure[0], folding, structure[1])
+        real = cycle_model(meta, folding, arrays)
+        assert (figures["cycles_per_image"], figures["latency_cycles"]) == \
+            (real["cycles_per_image"], real["latency_cycles"])
+    with pytest.raises(ValueError) as info:
+        derive_folding(structure[0], 10, structure[1])
+    assert str(info.value) == ("layers[0] 'c1': no folding reaches 10 cycles per image; fully "
+                               "parallel it needs 1024; raise the target")

@@ -237,7 +237,8 @@ def test_quantize_checkpoint_of_another_train_section(out, tmp_path):
     before = snapshot(out)
     result = run("quantize", "--config", bad, "--out", out)
     assert_refused(result, f"{out / 'model.pt'} was trained from other inputs (inputs changed: "
-                           f"config); rebuild it with `make checkpoint CONFIG={bad}`", out, before)
+                           f"config); rebuild it with `make checkpoint CONFIG={bad} OUT={out}`",
+                   out, before)
 
 
 def test_quantize_checkpoint_of_other_data(out, tmp_path):
@@ -245,7 +246,8 @@ def test_quantize_checkpoint_of_other_data(out, tmp_path):
     before = snapshot(out)
     result = run("quantize", "--config", "lenet5", "--out", out, "--data-dir", data)
     assert_refused(result, f"{out / 'model.pt'} was trained from other inputs (inputs changed: "
-                           f"data); rebuild it with `make checkpoint PRESET=lenet5`", out, before)
+                           f"data); rebuild it with `make checkpoint PRESET=lenet5 OUT={out} "
+                           f"DATA_DIR={data}`", out, before)
 
 
 def test_quantize_invalid_hardware_device_table(out, tmp_path):

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,7 @@ from golden import layers as GL
 from golden.model import IntegerModel
 from quant.layers import MODULES, Counts, activation_fn, float_parameters
 from quant.model import load_checkpoint
-from quant.quantize import export, fake_predict, quantize
+from quant.quantize import export, fake_predict, plan_formats, quantize
 from quant.train import ROOT, evaluate, train
 
 PRESETS = ["lenet5", "lenet5-tanh", "lenet5-1998", "lenet5-bn-gap"]
@@ -106,6 +107,28 @@ def test_per_layer_override(models, data):
     assert c3["weight_format"]["bits"] == 4 and c3["out_format"]["bits"] == 6
     assert meta["layers"][3]["in_format"]["bits"] == 6
     assert_identical(qnet, data.test.images[:200])
+
+
+@pytest.mark.parametrize("preset", ["lenet5-1998", "lenet5-bn-gap"])      # every kind
+def test_an_override_changes_exactly_what_the_kind_says(preset, models, data):
+    """core.kinds decides which [quant.layers] widths a layer takes (the config refuses the
+    others): each accepted one sets its width here, each refused one would change nothing."""
+    model = copy.deepcopy(models[preset])
+    config = model.config
+    images = data.train.images[:20]
+    same = lambda plan: json.dumps(plan, sort_keys=True, default=np.ndarray.tolist)
+    base = same(plan_formats(model, images))
+    widths = {"wbits": lambda p: p.get("weight", {}).get("bits"),
+              "abits": lambda p: (p.get("out") or {}).get("bits")}
+    for i, layer in enumerate(config.exported):
+        for key, width in widths.items():
+            model.config = dataclasses.replace(config, quant={
+                **config.quant, "layers": {layer.name: {key: 3}}})
+            plan = plan_formats(model, images)
+            if layer.spec.bits_noop(key, layer.final) is None:
+                assert width(plan[i]) == 3, (layer.name, key)
+            else:
+                assert same(plan) == base, (layer.name, key)
 
 
 def test_bn_gap_exact_at_4_bits_per_channel(models, data):

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from core.config import load_config
+from core.config import load_config, parse_config
 from core.data import load_dataset
 from golden.model import IntegerModel
 from quant.quantize import export, quantize
@@ -31,14 +31,20 @@ def test_report_writes_markdown_json_and_plots(tmp_path):
     assert set(report["default"]["clamps"]) == set(report["default"]["saturations"])
     text = (reports / "quant.md").read_text()
     assert "| 8 |" in text and "quant_accuracy.png" in text
-    assert "| acc bits | saturations | LUT clamps | SQNR (dB) |" in text
+    assert ("| acc bits | weight bits | out bits | saturations | LUT clamps | SQNR (dB) |"
+            in text)
+    assert "| c1 | conv | relu | u8.f8 | s8.f" in text and "| 8 default | 8 default |" in text
     for png in ("quant_accuracy.png", "quant_confusion.png", "quant_sqnr.png"):
         assert (reports / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_layer_table_rows_are_the_exported_layers():
-    """A folded batchnorm shows in its conv's or dense's row; SQNR compares with its output."""
-    config = load_config("lenet5-bn-gap")
+    """A folded batchnorm shows in its conv's or dense's row; SQNR compares with its output.
+    Each width says where it comes from (an override on s2 was accepted and ignored)."""
+    preset = load_config("lenet5-bn-gap")
+    config = parse_config(preset.path.read_text().replace(
+        "[quant]\nwbits = 8\nabits = 8\n",
+        "[quant]\nwbits = 8\nabits = 8\n[quant.layers.c3]\nwbits = 6\nabits = 5\n"), preset.path)
     data = load_dataset("mnist")
     model, _ = train(config, data, epochs=1, limit=1000, log=lambda *a: None)
     qnet = quantize(config, model, data)
@@ -51,3 +57,11 @@ def test_layer_table_rows_are_the_exported_layers():
         ("c5", "conv+batchnorm", "relu"), ("gap", "gap", "-"), ("f6", "dense+batchnorm", "relu"),
         ("out", "dense", "none")]
     assert all(r["sqnr_db"] > 10 for r in rows)
+    bits = [(r["wbits"] and (r["wbits"]["bits"], r["wbits"]["source"]),
+             (r["abits"]["bits"], r["abits"]["source"])) for r in rows]
+    acc = meta["layers"][-1]["acc_bits"]
+    assert bits == [
+        ((8, "default"), (8, "default")), (None, (8, "automatic")),
+        ((6, "override"), (5, "override")), (None, (5, "automatic")),
+        ((8, "default"), (8, "default")), (None, (8, "automatic")),
+        ((8, "default"), (8, "default")), ((8, "default"), (acc, "automatic"))]

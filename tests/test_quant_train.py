@@ -11,7 +11,7 @@ from core.data import load_dataset
 from core.errors import UserError
 from core.records import checkpoint_record
 from quant.model import load_checkpoint
-from quant.train import train
+from quant.train import ensure_checkpoint, main, train, what_changed
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
@@ -118,6 +118,86 @@ def _payload_with(provenance):
     return buffer.getvalue()
 
 
+#: The default preset as a user copies it outside configs/, under another name.
+P_EDIT = (ROOT / "configs" / "lenet5.toml").read_text().replace('name = "lenet5"',
+                                                                 'name = "p-edit"')
+
+
+def _main(capsys, *args):
+    """Run ``python -m quant.train`` in this process (torch is imported once); return
+    ``(exit status, stdout, stderr)``."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.train
+def test_ensure_retrains_a_network_that_changed_and_says_what_changed(tmp_path, capsys):
+    """A changed layer size stopped --ensure with "does not fit the network"; a checkpoint
+    that fits is never retrained."""
+    config, out = tmp_path / "p_edit.toml", tmp_path / "out"
+    edited = P_EDIT.replace("out_features = 120", "out_features = 100")
+    ensure = ("--config", config, "--out", out, "--ensure", "--epochs", 1, "--limit", 256)
+    config.write_text(edited)
+    out.mkdir()
+    payload = torch.load(ROOT / "checkpoints" / "lenet5.pt", weights_only=True)
+    expected = checkpoint_record(load_config(config), load_dataset("mnist").sha256,
+                                 {"epochs": 1, "limit": 256})
+    payload.update(preset="p-edit", provenance=expected)
+    torch.save(payload, out / "model.pt")                 # the record fits, the weights do not
+    assert not ensure_checkpoint(load_config(config), out, expected, {})
+    assert capsys.readouterr().err == (f"retraining {out / 'model.pt'}: its weights do not fit "
+                                       f"the network of p_edit.toml\n")
+    (out / "model.pt").unlink()
+    config.write_text(P_EDIT)
+    code, _, err = _main(capsys, *ensure)
+    assert (code, err) == (0, "")
+    config.write_text(edited)
+    code, _, err = _main(capsys, *ensure)
+    assert (code, err) == (0, f"retraining {out / 'model.pt'}: f5: out_features 120 → 100\n")
+    assert load_checkpoint(load_config(config), out / "model.pt")     # fits the new network
+    trained = (out / "model.pt").read_bytes()
+    assert _main(capsys, *ensure) == (0, "", "")
+    assert (out / "model.pt").read_bytes() == trained
+
+
+@pytest.mark.train
+def test_the_shipped_checkpoint_serves_only_its_own_network(tmp_path, capsys):
+    """A user config named lenet5 took the shipped checkpoint whatever its layers."""
+    config, out = tmp_path / "mine.toml", tmp_path / "out"
+    lenet5 = (ROOT / "configs" / "lenet5.toml").read_text()
+    config.write_text(lenet5)
+    assert _main(capsys, "--config", config, "--out", out, "--ensure") == (
+        0, "lenet5: using the shipped checkpoint checkpoints/lenet5.pt\n", "")
+    config.write_text(lenet5.replace("out_features = 120", "out_features = 100"))
+    code, _, err = _main(capsys, "--config", config, "--out", out, "--ensure", "--epochs", 1,
+                         "--limit", 256)
+    assert (code, err) == (0, f"retraining {out / 'model.pt'}: f5: out_features 120 → 100, "
+                              f"options none → --epochs 1 --limit 256\n")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    expected = checkpoint_record(load_config(config), load_dataset("mnist").sha256)
+    assert not ensure_checkpoint(load_config(config), fresh, expected, {
+        "config": load_config(config).weights_description, "dataset": "mnist", "options": {}})
+    assert capsys.readouterr().err == (
+        f"training {fresh / 'model.pt'}: not the shipped checkpoints/lenet5.pt, which was "
+        f"trained from other inputs (f5: out_features 120 → 100)\n")
+    assert not (fresh / "model.pt").exists()
+
+
+def test_what_changed_names_each_input():
+    config = load_config("lenet5")
+    new = {"config": config.weights_description, "dataset": "mnist", "options": {}}
+    old = {"config": load_config("lenet5-tanh").weights_description, "dataset": "idx",
+           "options": {"epochs": 2}}
+    assert what_changed(["config", "data", "options"], old, new) == (
+        "model.name 'lenet5-tanh' → 'lenet5', model.input_pad 0 → 2, c1: activation 'tanh' → "
+        "'relu', c1: padding 2 → 0, s2: mode 'avg' → 'max', c3: activation 'tanh' → 'relu', "
+        "s4: mode 'avg' → 'max', f5: activation 'tanh' → 'relu', f6: activation 'tanh' → "
+        "'relu', data set idx → mnist, options --epochs 2 → none")
+    assert what_changed(["config", "data"], {}, new) == "inputs changed: config, data"
+
+
 def test_ensure_keeps_a_current_checkpoint_and_says_why_it_replaces_one(tmp_path):
     """A checkpoint is kept only when its recorded inputs match; replacing one names them."""
     config = load_config("lenet5")
@@ -130,7 +210,8 @@ def test_ensure_keeps_a_current_checkpoint_and_says_why_it_replaces_one(tmp_path
     (tmp_path / "model.pt").write_bytes(_payload_with(dict(current, options="0" * 64)))
     result = run("--config", "lenet5", "--out", str(tmp_path), "--ensure")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == f"rebuilding {tmp_path / 'model.pt'}: inputs changed: options\n"
+    assert result.stderr == (f"replacing {tmp_path / 'model.pt'} with the shipped "
+                             f"checkpoints/lenet5.pt: inputs changed: options\n")
     assert result.stdout == "lenet5: using the shipped checkpoint checkpoints/lenet5.pt\n"
     shipped = (ROOT / "checkpoints" / "lenet5.pt").read_bytes()
     assert (tmp_path / "model.pt").read_bytes() == shipped

@@ -48,7 +48,8 @@ def _env(**extra):
 
 def _refused(cmd, folder, env=None, make=False, contains=None):
     """Run ``cmd``; assert exit 2, one ``error:`` line (make's own ``make: ***`` lines aside),
-    no traceback and ``folder`` unchanged; return the error line."""
+    no traceback and ``folder`` unchanged (still missing when it was); return the error line."""
+    existed = folder.exists()
     before = _snapshot(folder)
     proc = subprocess.run(cmd, cwd=ROOT, env=env or _env(), capture_output=True, text=True,
                           timeout=300)
@@ -58,7 +59,7 @@ def _refused(cmd, folder, env=None, make=False, contains=None):
     assert proc.returncode == 2, proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr + proc.stdout
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert _snapshot(folder) == before
+    assert folder.exists() == existed and _snapshot(folder) == before
     if contains is not None:
         assert contains in lines[0], lines[0]
     return lines[0]
@@ -149,6 +150,94 @@ def test_sim_run_refuses_a_folder_another_command_is_writing(out):
         holder.wait()
 
 
+# --- the folding, checked on the config's structure before anything is written ---------------
+
+UNREACHABLE = ("layers[0] 'c1': no folding reaches 10 cycles per image; fully parallel it needs "
+               "1024; raise the target")
+#: (arguments, environment, the error line) of a folding the config's network cannot take.
+BAD_FOLDINGS = [
+    (["--folding", '[{"pe": 1, "simd": 1}]'], {},
+     "error: folding '[{\"pe\": 1, \"simd\": 1}]': folding has 1 entries but the model has 5 "
+     "MAC layers (c1, c3, f5, f6, out); give one {'pe', 'simd'} per MAC layer"),
+    (["--folding", '[{"pe": 7, "simd": 1}, {}, {}, {}, {}]'], {},
+     "error: folding '[{\"pe\": 7, \"simd\": 1}, {}, {}, {}, {}]': layers[0] 'c1': pe=7 "
+     "does not divide out_channels=6"),
+    (["--target-cycles", "10"], {}, f"error: --target-cycles 10 (TARGET_CYCLES): {UNREACHABLE}"),
+    (["--target-cycles", "0"], {}, "error: --target-cycles 0 (TARGET_CYCLES): give a positive "
+     "number of cycles per image, or leave it out for the config's [hardware] folding"),
+]
+ENV_FOLDINGS = [
+    ([], {"TARGET_CYCLES": "10"}, f"error: --target-cycles 10 (TARGET_CYCLES): {UNREACHABLE}"),
+    ([], {"TARGET_CYCLES": "0"}, "error: --target-cycles 0 (TARGET_CYCLES): give a positive "
+     "number of cycles per image, or leave it out for the config's [hardware] folding"),
+]
+
+
+@pytest.fixture
+def target_10(tmp_path):
+    """A config asking for 10 cycles per image, and its error line."""
+    path = tmp_path / "fast.toml"
+    path.write_text(CONFIG_TEXT.replace("target_cycles = 4800", "target_cycles = 10"))
+    return path, f"error: config fast.toml: hardware.target_cycles=10: {UNREACHABLE}"
+
+
+@pytest.fixture(params=["fresh", "built"])
+def folder(request, tmp_path, out):
+    """An output folder that does not exist yet, or one holding artifacts."""
+    if request.param == "built":
+        return out
+    return tmp_path / "fresh"
+
+
+@pytest.mark.parametrize("args, env, line", BAD_FOLDINGS + ENV_FOLDINGS)
+def test_sim_run_checks_the_folding_before_anything(folder, args, env, line):
+    """Checked after training and quantizing, which had already written model.pt and
+    qmodel.json."""
+    got = _refused(_sim("--config", CONFIG, "--out", str(folder), "--n", "1", *args), folder,
+                   _env(**env))
+    assert got == line
+
+
+@pytest.mark.parametrize("args, env, line", BAD_FOLDINGS)
+def test_hw_build_checks_the_folding_before_anything(folder, args, env, line):
+    for check in ([], ["--check"]):
+        got = _refused(_build("--config", CONFIG, "--qmodel-dir", str(folder), *args, *check),
+                       folder, _env(**env))
+        assert got == line
+
+
+def test_an_unreachable_config_target_is_refused_before_anything(folder, target_10):
+    config, line = target_10
+    assert _refused(_sim("--config", str(config), "--out", str(folder), "--n", "1"),
+                    folder) == line
+    assert _refused(_build("--config", str(config), "--qmodel-dir", str(folder), "--check"),
+                    folder) == line
+
+
+def test_the_default_folder_is_not_created(tmp_path):
+    config = tmp_path / "unreachable.toml"
+    config.write_text(CONFIG_TEXT.replace('name = "lenet5"', 'name = "h12-unreachable"')
+                      .replace("target_cycles = 4800", "target_cycles = 10"))
+    folder = ROOT / "build" / "h12-unreachable"
+    _refused(_sim("--config", str(config), "--n", "1"), folder,
+             contains="hardware.target_cycles=10: layers[0] 'c1': no folding reaches 10")
+    _refused(_make("verilog", f"CONFIG={config}"), folder, make=True,
+             contains="hardware.target_cycles=10: layers[0] 'c1': no folding reaches 10")
+
+
+@pytest.mark.parametrize("target, variables, line", [
+    ("sim", ["N=1", "TARGET_CYCLES=10"], f"error: --target-cycles 10 (TARGET_CYCLES): "
+                                         f"{UNREACHABLE}"),
+    ("sim", ["N=1", "TARGET_CYCLES=0"], BAD_FOLDINGS[3][2]),
+    ("sim", ["N=1", 'FOLDING=[{"pe": 1, "simd": 1}]'], BAD_FOLDINGS[0][2]),
+    ("verilog", ["TARGET_CYCLES=10"], f"error: --target-cycles 10 (TARGET_CYCLES): "
+                                      f"{UNREACHABLE}"),
+    ("verilog", ['FOLDING=[{"pe": 7, "simd": 1}, {}, {}, {}, {}]'], BAD_FOLDINGS[1][2]),
+])
+def test_make_checks_the_folding_before_anything(out, target, variables, line):
+    assert _refused(_make(target, f"OUT={out}", *variables), out, make=True) == line
+
+
 # --- python -m hw.build ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -183,9 +272,9 @@ def qdir(tmp_path, mnist_sha256):
     ([], {"DATASET": "unknown"}, "unknown dataset 'unknown'"),
     ([], {"DATA_DIR": "/nonexistent"}, "DATA_DIR /nonexistent: no such folder"),
     ([], {}, "was not made from these inputs (inputs changed: options); rebuild it with "
-             "`make quantize PRESET=lenet5`"),
+             "`make quantize PRESET=lenet5 OUT="),
     (["--wbits", "4", "--folding", "[{\"pe\": 7, \"simd\": 1}]"], {},
-     "folding has 1 entries but the model has 2 MAC layers"),
+     "folding has 1 entries but the model has 5 MAC layers"),
 ])
 def test_hw_build_refuses(qdir, args, env, contains):
     _refused(_build("--config", CONFIG, "--qmodel-dir", str(qdir), *args), qdir, _env(**env),
@@ -210,7 +299,8 @@ def test_hw_build_refuses_a_folder_without_an_integer_model(out, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     _refused(_build("--config", CONFIG, "--qmodel-dir", str(empty)), empty,
-             contains=f"no integer model in {empty}; run `make quantize PRESET=lenet5`")
+             contains=f"no integer model in {empty}; run `make quantize PRESET=lenet5 "
+                      f"OUT={empty}`")
 
 
 def test_hw_build_refuses_a_folder_a_simulation_is_using(qdir):

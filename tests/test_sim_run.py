@@ -1,7 +1,10 @@
 """python -m sim.run: user errors are one line without a traceback."""
 
+import shutil
+
 import pytest
 
+from core.paths import SHIPPED_DIR
 from sim import run
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -76,3 +79,23 @@ def test_bad_first_and_n(capsys, monkeypatch):
     code, err = _error(capsys, [])
     assert code == 2 and err == ["error: N='ten' is not an integer; give a whole number such as "
                                  "N=16"]
+
+
+def test_current_artifacts_skip_the_checkpoint_step(monkeypatch, tmp_path):
+    """sim.run ran `quant.train --ensure` (seconds of torch import) even when the checkpoint's
+    record, read without torch, said it was current."""
+    if shutil.which("iverilog") is None:
+        pytest.skip("Icarus Verilog is missing")
+    for name in ("WBITS", "ABITS", "QAT", "DATASET", "DATA_DIR", "TARGET_CYCLES", "FOLDING"):
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+    monkeypatch.setattr(run, "ensure_qmodel", lambda *a, **k: calls.append("ensure"))
+    monkeypatch.setattr(run, "require_current_qmodel", lambda *a, **k: None)
+    monkeypatch.setattr(run, "_simulate", lambda *a: 0)
+    monkeypatch.setattr(run, "qmodel_changes", lambda *a, **k: [])
+    argv = ["--out", str(tmp_path), "--n", "1", "--sim", "icarus"]
+    assert run.main(argv) == 0 and calls == ["ensure"]          # no checkpoint yet
+    shutil.copyfile(SHIPPED_DIR / "lenet5.pt", tmp_path / "model.pt")
+    assert run.main(argv) == 0 and calls == ["ensure"]          # current: skipped
+    monkeypatch.setattr(run, "qmodel_changes", lambda *a, **k: ["checkpoint"])
+    assert run.main(argv) == 0 and calls == ["ensure"] * 2      # the integer model is not
