@@ -98,7 +98,7 @@ def _check_recorded_config(config, folder, meta):
     """Refuse an integer model recorded for another config than ``config``."""
     record = meta.get("provenance")
     expected = config.sections_sha256("model", "layers", "quant")
-    rebuild = make_command("quantize", config)
+    rebuild = make_command("quantize", config, out=folder)
     if not isinstance(record, dict):
         raise UserError(f"{folder / 'qmodel.json'} has no provenance record, so it cannot be "
                         f"matched with config {config.path.name}; rebuild it with `{rebuild}`")
@@ -146,9 +146,12 @@ def resolve_model(args, device=None):
     config = load_config(args.config) if args.config else None
     preset_dir = _model_folder(args, config)
     if not (preset_dir / "qmodel.json").is_file():
-        raise UserError(f"{preset_dir / 'qmodel.json'} is missing; run 'make quantize "
-                        f"PRESET={preset_dir.name}' (python -m quant.quantize --config ...) "
-                        f"first")
+        if config is not None:
+            hint = f"`{make_command('quantize', config, out=preset_dir)}`"
+        else:
+            hint = (f"'make quantize PRESET={preset_dir.name}' (python -m quant.quantize "
+                    f"--config ...)")
+        raise UserError(f"{preset_dir / 'qmodel.json'} is missing; run {hint} first")
     model = golden.load(preset_dir)
     meta, arrays = model.meta, model.arrays
     if config is not None:

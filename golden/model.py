@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import os
+import shlex
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
+from core.paths import BUILD_DIR, CONFIG_DIR
 
 from . import blas as _blas
 from . import fast as _fast
@@ -54,10 +56,18 @@ def array_sha256(array):
     return hashlib.sha256(np.ascontiguousarray(array, dtype="<i8").tobytes()).hexdigest()
 
 
-def _fix(preset):
-    if isinstance(preset, str) and preset:
-        return f"re-run `make quantize PRESET={preset}`"
-    return "re-run `make quantize PRESET=<preset>`"
+def _fix(preset, folder=None):
+    """Return the hint that rebuilds the integer model of ``preset`` (its ``model.name``);
+    for one read from ``folder``: ``PRESET=`` when configs/ holds that preset, else the config
+    it was made from, and ``OUT=`` when ``folder`` is not the preset's default build folder."""
+    named = isinstance(preset, str) and bool(preset)
+    if folder is None:
+        return f"re-run `make quantize PRESET={preset if named else '<preset>'}`"
+    known = named and (CONFIG_DIR / f"{preset}.toml").is_file()
+    words = [f"PRESET={preset}" if known else "CONFIG=<the config it was made from>"]
+    if not (known and Path(folder).resolve() == (BUILD_DIR / preset).resolve()):
+        words.append(f"OUT={shlex.quote(str(folder))}")
+    return f"re-run `make quantize {' '.join(words)}`"
 
 
 class _Checker:
@@ -155,18 +165,20 @@ class IntegerModel:
         The content of ``qmodel.npz``.
     json_name, npz_name : str
         How error messages name the two sources (the file paths when loaded from files).
+    folder : path, optional
+        The folder the model was read from; error messages suggest rebuilding it there.
 
     Raises :class:`QModelError` if an array is missing or does not match its shape and SHA-256,
     or if the model breaks a rule of the README. The arrays are copied and kept read-only.
     """
 
-    def __init__(self, meta, arrays, *, json_name=JSON_NAME, npz_name=NPZ_NAME):
+    def __init__(self, meta, arrays, *, json_name=JSON_NAME, npz_name=NPZ_NAME, folder=None):
         if not isinstance(meta, dict):
             raise QModelError(f"{json_name}: the top level must be an object, not "
                               f"{type(meta).__name__}; {_fix(None)}")
         self._meta = copy.deepcopy(meta)
         self._preset = meta.get("preset")
-        checker = _Checker(json_name, _fix(self._preset))
+        checker = _Checker(json_name, _fix(self._preset, folder))
         self._arrays = self._verify_arrays(checker, npz_name, arrays)
         self._build(checker)
         self._plans = {}            # run's plans (golden.fast), built on first use
@@ -175,7 +187,7 @@ class IntegerModel:
     def from_files(cls, json_path, npz_path):
         """Load, verify and return the model stored in ``json_path`` and ``npz_path``."""
         json_path, npz_path = Path(json_path), Path(npz_path)
-        guess = _fix(json_path.resolve().parent.name)
+        guess = _fix(json_path.resolve().parent.name, json_path.parent)
         try:
             text = json_path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -187,7 +199,7 @@ class IntegerModel:
         except json.JSONDecodeError as exc:
             raise QModelError(f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno} "
                               f"column {exc.colno}); {guess}") from None
-        fix = _fix(meta.get("preset") if isinstance(meta, dict) else None)
+        fix = _fix(meta.get("preset") if isinstance(meta, dict) else None, json_path.parent)
         listed = meta.get("arrays") if isinstance(meta, dict) else None
         arrays = {}
         try:
@@ -201,7 +213,8 @@ class IntegerModel:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise QModelError(f"{npz_path}: not a readable .npz archive of integer arrays "
                               f"({exc}); {fix}") from None
-        return cls(meta, arrays, json_name=str(json_path), npz_name=str(npz_path))
+        return cls(meta, arrays, json_name=str(json_path), npz_name=str(npz_path),
+                   folder=json_path.parent)
 
 
     def _verify_arrays(self, checker, npz_name, arrays):

@@ -85,8 +85,15 @@ def save_checkpoint(model, config, path, provenance=None):
     write_bytes(path, buffer.getvalue())
 
 
-def _restore_hint(config):
-    make = make_command("checkpoint", config)
+def _folder_of(path):
+    """Return the OUT folder whose ``model.pt`` is ``path`` (None for another file name: the
+    hint then names the config's own folder)."""
+    path = Path(path)
+    return path.parent if path.name == "model.pt" else None
+
+
+def _restore_hint(config, path):
+    make = make_command("checkpoint", config, out=_folder_of(path))
     if (SHIPPED_DIR / f"{config.name}.pt").is_file():
         return f"delete it and run `{make}` to restore the shipped checkpoint"
     return f"delete it and run `{make}` to train a new one"
@@ -98,21 +105,21 @@ def read_checkpoint(config, path):
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file; give the path of a "
-                              f"model.pt, or {_restore_hint(config)}")
+                              f"model.pt, or {_restore_hint(config, path)}")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; run "
-                              f"`{make_command('checkpoint', config)}`")
+                              f"`{make_command('checkpoint', config, out=_folder_of(path))}`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types for corrupt files; its advice is not ours
         raise CheckpointError(f"{path} is corrupt (truncated, or not a PyTorch checkpoint); "
-                              f"{_restore_hint(config)}") from None
+                              f"{_restore_hint(config, path)}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
-        raise CheckpointError(f"{path} is corrupt (no state_dict); {_restore_hint(config)}")
+        raise CheckpointError(f"{path} is corrupt (no state_dict); {_restore_hint(config, path)}")
     if payload.get("preset") != config.name:
         raise CheckpointError(f"{path} was trained for preset {payload.get('preset')!r}, not "
                               f"{config.name!r}; give the checkpoint of {config.name!r} or run "
-                              f"`{make_command('train', config)}`")
+                              f"`{make_command('train', config, out=_folder_of(path))}`")
     return payload
 
 
@@ -124,7 +131,8 @@ def model_from_payload(config, payload, path):
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"{path} does not fit the network of {config.path.name} "
-                              f"({first}); run `{make_command('train', config)}`") from None
+                              f"({first}); run "
+                              f"`{make_command('train', config, out=_folder_of(path))}`") from None
     model.checkpoint_weights_sha256 = payload.get("weights_sha256")
     model.checkpoint_provenance = checkpoint_recorded(config, payload)
     return model

@@ -208,7 +208,8 @@ def test_synth_qmodel_recorded_for_another_config(qmodel, out, tripwire):
                  "up5k", tripwire=tripwire)
     assert_refused(result, f"{qmodel / 'qmodel.json'} was made from another config than "
                            f"lenet5.toml (inputs changed: config); rebuild it with `make quantize "
-                           f"PRESET=lenet5`, or give its own config or no --config with --qmodel",
+                           f"PRESET=lenet5 OUT={qmodel}`, or give its own config or no --config "
+                           f"with --qmodel",
                    before, out, qmodel)
 
 

@@ -367,13 +367,14 @@ class TestSaveLoad:
         with pytest.raises(golden.QModelError) as info:
             golden.load(tmp_path / "lenet5")
         assert str(info.value) == (f"{tmp_path}/lenet5/qmodel.json: no such file; re-run "
-                                   f"`make quantize PRESET=lenet5`")
+                                   f"`make quantize PRESET=lenet5 OUT={tmp_path}/lenet5`")
         _, _, directory = save_random(tmp_path)
         (directory / "qmodel.npz").unlink()
         with pytest.raises(golden.QModelError) as info:
             golden.load(directory)
         assert str(info.value) == (f"{directory}/qmodel.npz: no such file; re-run "
-                                   f"`make quantize PRESET=random`")
+                                   f"`make quantize CONFIG=<the config it was made from> "
+                                   f"OUT={directory}`")
 
     def test_malformed_json(self, tmp_path):
         _, _, directory = save_random(tmp_path)
@@ -382,7 +383,8 @@ class TestSaveLoad:
             golden.load(directory)
         assert str(info.value) == (f"{directory}/qmodel.json: not valid JSON (Expecting "
                                    f"property name enclosed in double quotes at line 1 column "
-                                   f"22); re-run `make quantize PRESET=random`")
+                                   f"22); re-run `make quantize CONFIG=<the config it was made "
+                                   f"from> OUT={directory}`")
 
     def test_hash_mismatch(self, tmp_path):
         _, arrays, directory = save_random(tmp_path)
@@ -396,7 +398,8 @@ class TestSaveLoad:
         assert str(info.value) == (
             f"{directory}/qmodel.npz: array 'conv0.weight' does not match its SHA-256 in "
             f"{directory}/qmodel.json (the files come from different exports or were "
-            f"modified); re-run `make quantize PRESET=random`")
+            f"modified); re-run `make quantize CONFIG=<the config it was made from> "
+            f"OUT={directory}`")
 
     def test_missing_array(self, tmp_path):
         _, arrays, directory = save_random(tmp_path)
@@ -406,7 +409,7 @@ class TestSaveLoad:
             golden.load(directory)
         assert str(info.value) == (f"{directory}/qmodel.npz: array 'dense2.bias' listed in "
                                    f"{directory}/qmodel.json is missing; re-run `make quantize "
-                                   f"PRESET=random`")
+                                   f"CONFIG=<the config it was made from> OUT={directory}`")
 
     def test_wrong_shape_and_dtype(self, tmp_path):
         meta, arrays, directory = save_random(tmp_path)
@@ -416,7 +419,8 @@ class TestSaveLoad:
             golden.load(directory)
         assert str(info.value) == (f"{directory}/qmodel.npz: array 'dense2.bias' has shape [5] "
                                    f"but {directory}/qmodel.json says [1, 5]; re-run `make "
-                                   f"quantize PRESET=random`")
+                                   f"quantize CONFIG=<the config it was made from> "
+                                   f"OUT={directory}`")
         meta["arrays"]["dense2.bias"]["shape"] = [5]
         (directory / "qmodel.json").write_text(json.dumps(meta))
         np.savez(directory / "qmodel.npz", **{k: v.astype(np.int32) for k, v in arrays.items()})

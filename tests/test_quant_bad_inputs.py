@@ -135,8 +135,8 @@ def test_train_truncated_checkpoint(out, flag):
     before = snapshot(out)
     result = run("train", "--config", "lenet5", "--out", out, flag)
     assert_refused(result, f"{out / 'model.pt'} is corrupt (truncated, or not a PyTorch "
-                           f"checkpoint); delete it and run `make checkpoint PRESET=lenet5` to "
-                           f"restore the shipped checkpoint", out, before)
+                           f"checkpoint); delete it and run `make checkpoint PRESET=lenet5 "
+                           f"OUT={out}` to restore the shipped checkpoint", out, before)
 
 
 def test_train_out_is_a_file(tmp_path):
@@ -178,7 +178,7 @@ def test_train_eval_of_another_presets_checkpoint(out):
     result = run("train", "--config", "lenet5-tanh", "--out", out, "--eval-only")
     assert_refused(result, f"{out / 'model.pt'} was trained for preset 'lenet5', not "
                            f"'lenet5-tanh'; give the checkpoint of 'lenet5-tanh' or run "
-                           f"`make train PRESET=lenet5-tanh`", out, before)
+                           f"`make train PRESET=lenet5-tanh OUT={out}`", out, before)
 
 
 # --- quant.quantize -------------------------------------------------------------------------
@@ -220,8 +220,8 @@ def test_quantize_truncated_checkpoint(out):
     before = snapshot(out)
     result = run("quantize", "--config", "lenet5", "--out", out)
     assert_refused(result, f"{out / 'model.pt'} is corrupt (truncated, or not a PyTorch "
-                           f"checkpoint); delete it and run `make checkpoint PRESET=lenet5` to "
-                           f"restore the shipped checkpoint", out, before)
+                           f"checkpoint); delete it and run `make checkpoint PRESET=lenet5 "
+                           f"OUT={out}` to restore the shipped checkpoint", out, before)
 
 
 def test_quantize_missing_checkpoint(out):
@@ -229,7 +229,7 @@ def test_quantize_missing_checkpoint(out):
     before = snapshot(out)
     result = run("quantize", "--config", "lenet5", "--out", out)
     assert_refused(result, f"no checkpoint at {out / 'model.pt'}; run `make checkpoint "
-                           f"PRESET=lenet5`", out, before)
+                           f"PRESET=lenet5 OUT={out}`", out, before)
 
 
 def test_quantize_checkpoint_of_another_train_section(out, tmp_path):
@@ -291,5 +291,5 @@ def test_report_truncated_checkpoint(out):
     before = snapshot(out)
     result = run("report", "--config", "lenet5", "--out", out, "--bits", "8")
     assert_refused(result, f"{out / 'model.pt'} is corrupt (truncated, or not a PyTorch "
-                           f"checkpoint); delete it and run `make checkpoint PRESET=lenet5` to "
-                           f"restore the shipped checkpoint", out, before)
+                           f"checkpoint); delete it and run `make checkpoint PRESET=lenet5 "
+                           f"OUT={out}` to restore the shipped checkpoint", out, before)
