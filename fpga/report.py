@@ -92,6 +92,9 @@ def parse_nextpnr_report(path, family):
 def critical_path(path):
     """Summarize the slowest path of nextpnr's ``--report`` JSON (None if there is none).
 
+    The slowest path between clock edges is the one that sets Fmax; paths from or to the
+    unconstrained I/O (``<async>``) count only when there is none.
+
     Returns ``{"from", "to", "delay_ns", "logic_ns", "routing_ns", "cells"}``: the first and
     last cell, the total, logic and routing delays, and the cells passed in order.
     """
@@ -99,8 +102,10 @@ def critical_path(path):
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    paths = report.get("critical_paths", [])
+    clocked = [cp for cp in paths if "<async>" not in (cp.get("from"), cp.get("to"))]
     worst = None
-    for cp in report.get("critical_paths", []):
+    for cp in clocked or paths:
         segments = cp.get("path", [])
         total = sum(float(seg.get("delay", 0)) for seg in segments)
         if segments and (worst is None or total > worst[0]):

@@ -92,3 +92,19 @@ def test_write_report(tmp_path):
     assert "| LUTs (logic cells) | 100 | 5,280 | 1.0 |" in md
     assert "Weights loaded after reset (RAM, no ROM) for: dense2." in md
     assert md.endswith("Seconds: yosys 1.0, total 2.0.\n")
+
+
+def test_critical_path_is_the_one_between_clock_edges(tmp_path):
+    """A longer path to an unconstrained output pad does not set Fmax: the report names the
+    slowest clock-to-clock path (an ECP5-85F report once named the reply byte → pad path)."""
+    def segment(a, b, delay):
+        return {"type": "routing", "delay": delay, "from": {"cell": a}, "to": {"cell": b}}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"critical_paths": [
+        {"from": "posedge clk", "to": "posedge clk", "path": [segment("r1", "r2", 11.0)]},
+        {"from": "<async>", "to": "posedge clk", "path": [segment("rst", "r3", 9.3)]},
+        {"from": "posedge clk", "to": "<async>", "path": [segment("r4", "pad", 15.3)]}]}))
+    assert critical_path(path)["cells"] == ["r1", "r2"]
+    path.write_text(json.dumps({"critical_paths": [
+        {"from": "posedge clk", "to": "<async>", "path": [segment("r4", "pad", 15.3)]}]}))
+    assert critical_path(path)["cells"] == ["r4", "pad"]
