@@ -293,3 +293,13 @@ def test_report_truncated_checkpoint(out):
     assert_refused(result, f"{out / 'model.pt'} is corrupt (truncated, or not a PyTorch "
                            f"checkpoint); delete it and run `make checkpoint PRESET=lenet5 "
                            f"OUT={out}` to restore the shipped checkpoint", out, before)
+
+
+@pytest.mark.parametrize("module", ["quantize", "train", "report"])
+def test_an_override_that_changes_nothing(out, tmp_path, module):
+    """`[quant.layers.s2] wbits` on a max pool was accepted and ignored."""
+    bad = config_file(tmp_path, "[quant]", "[quant.layers.s2]\nwbits = 2\n\n[quant]")
+    before = snapshot(out)
+    result = run(module, "--config", bad, "--out", out)
+    assert_refused(result, "config bad.toml: quant.layers.s2.wbits=2 changes nothing: a pool "
+                           "layer has no weights; remove it", out, before)
