@@ -11,6 +11,11 @@ which imports torch). A record maps each input's name to its SHA-256 (see
   code digest: editing the code does not retrain. The payload's ``weights_sha256`` stays (equal
   to ``config``), so a checkpoint without a record (the shipped one) reads as trained on its
   config's data set with no overrides (:func:`checkpoint_recorded`).
+- imported checkpoint ``model.pt`` (``python -m importers``, ``make import MODEL=<file>``):
+  ``config`` = ``Config.weights_sha256`` of the config the import wrote, ``import`` = SHA-256 of
+  the source file's SHA-256, its format and the import arguments (:func:`import_record`). It is
+  current for its config whatever the data set and training overrides
+  (:func:`checkpoint_expected`): the import step compares its source file, never training.
 - integer model ``qmodel.json`` (key ``"provenance"``): ``config`` = the ``[model]``,
   ``[[layers]]`` and ``[quant]`` sections, ``options`` = SHA-256 of the quantize overrides
   (``wbits``, ``abits``, ``qat``, ``per_channel``; ``{}`` when none), ``checkpoint`` = SHA-256 of
@@ -38,7 +43,8 @@ from .provenance import (
 __all__ = ["KNOWN_DATA", "make_command", "train_options", "checkpoint_record",
            "checkpoint_recorded", "read_checkpoint_payload", "checkpoint_changes",
            "quantize_options", "qmodel_record", "qmodel_recorded", "qmodel_changes",
-           "require_current_qmodel", "generator_digest"]
+           "require_current_qmodel", "generator_digest", "import_record", "is_imported",
+           "checkpoint_expected", "import_command"]
 
 #: The identity of the data set a checkpoint without a record was trained on, by the config's
 #: ``model.dataset`` (the shipped checkpoints predate records and were trained on MNIST).
@@ -89,6 +95,43 @@ def checkpoint_record(config, data_sha256, options=None):
     with the overrides ``options`` (:func:`train_options`)."""
     return {"config": config.weights_sha256, "data": data_sha256,
             "options": sha256_json(options or {})}
+
+
+def import_record(config, source_sha256, source_format, arguments):
+    """Return the record of a checkpoint imported into ``config`` from a source file whose
+    SHA-256 is ``source_sha256``, read as ``source_format`` with the import ``arguments`` (a
+    JSON-able dict)."""
+    return {"config": config.weights_sha256,
+            "import": sha256_json({"source": source_sha256, "format": source_format,
+                                   "arguments": arguments})}
+
+
+def is_imported(record):
+    """Return whether a checkpoint record is an import's (:func:`import_record`)."""
+    return isinstance(record, dict) and "import" in record
+
+
+def checkpoint_expected(config, recorded, trained):
+    """Return the record a checkpoint recording ``recorded`` must carry to be current for
+    ``config``: an imported one's own import with ``config``'s network (the import step, not
+    training, checks its source), else ``trained`` (:func:`checkpoint_record` of the data and
+    overrides asked for)."""
+    if is_imported(recorded):
+        return {"config": config.weights_sha256, "import": recorded["import"]}
+    return trained
+
+
+def import_command(source, out=None):
+    """Return the ``make`` command that imports the model file ``source`` (into ``out`` when it
+    is not ``build/<file stem>``)."""
+    words = [f"MODEL={_for_make(source)}"]
+    try:
+        default = build_dir(Path(source).stem)
+    except ValueError:
+        default = None
+    if out is not None and (default is None or Path(out).resolve() != default.resolve()):
+        words.append(f"OUT={_for_make(out)}")
+    return " ".join(["make", "import", *map(shlex.quote, words)])
 
 
 def checkpoint_recorded(config, payload):
@@ -147,8 +190,9 @@ def checkpoint_changes(config, out, data_sha256, options=None):
     payload = read_checkpoint_payload(Path(out) / "model.pt")
     if payload is None or payload.get("preset") != config.name:
         return None
-    return changed(checkpoint_recorded(config, payload),
-                   checkpoint_record(config, data_sha256, options))
+    recorded = checkpoint_recorded(config, payload)
+    return changed(recorded, checkpoint_expected(
+        config, recorded, checkpoint_record(config, data_sha256, options)))
 
 
 def quantize_options(wbits=None, abits=None, qat=False, per_channel=None):

@@ -42,7 +42,15 @@ from core.provenance import (
     write_bytes,
     write_json,
 )
-from core.records import checkpoint_record, checkpoint_recorded, make_command, train_options
+from core.records import (
+    checkpoint_expected,
+    checkpoint_record,
+    checkpoint_recorded,
+    import_command,
+    is_imported,
+    make_command,
+    train_options,
+)
 
 from .model import (
     CheckpointError,
@@ -171,8 +179,11 @@ def check_checkpoint(config, model, data, path, data_dir=None):
     """Refuse a checkpoint trained from another config or other data than ``data`` (read from
     ``data_dir`` when given), for a command that only reads it: quantize, report,
     --eval-only."""
-    expected = checkpoint_record(config, data.sha256)
-    names = [n for n in changed(model.checkpoint_provenance, expected) if n != "options"]
+    recorded = model.checkpoint_provenance
+    expected = checkpoint_expected(config, recorded, checkpoint_record(config, data.sha256))
+    names = [n for n in changed(recorded, expected) if n != "options"]
+    if names and is_imported(recorded):
+        raise _imported_elsewhere(config, Path(path), names)
     if names:
         command = make_command("checkpoint", config, out=Path(path).parent, dataset=data.name,
                                data_dir=data_dir)
@@ -322,11 +333,23 @@ def _fits(config, payload, path):
     return True
 
 
+def _imported_elsewhere(config, path, names):
+    """Return the error for an imported checkpoint ``path`` whose record does not match
+    ``config`` (never retrained: it came from a model file)."""
+    source = (read_json(path.parent / "reports" / "import.json") or {}).get("source")
+    fix = f"re-import it with `{import_command(source, path.parent)}`" if source else \
+        "import the model again with `make import MODEL=<file>`"
+    return CheckpointError(f"{path} was imported for another network than "
+                           f"{config.path.name}'s ({describe_changes(names)}); {fix}")
+
+
 def ensure_checkpoint(config, out, expected, inputs):
     """Make ``out/model.pt`` current without training if possible; return whether it is.
 
-    Current means its record (:mod:`core.records`) equals ``expected`` and its weights fit the
-    configured network; otherwise the shipped checkpoint is copied when its record does, else
+    Current means its record (:mod:`core.records`) equals ``expected`` (an imported checkpoint:
+    its own import, :func:`core.records.checkpoint_expected`) and its weights fit the configured
+    network; an imported checkpoint that is not current is refused (its fix is a new import,
+    not training); otherwise the shipped checkpoint is copied when its record does, else
     the caller trains. Replacing an existing ``model.pt``, or training instead of using the
     shipped one, prints one line saying what changed (:func:`what_changed`; ``inputs`` is what
     training now would record in ``train.json``). A ``model.pt`` that is not a readable
@@ -336,9 +359,12 @@ def ensure_checkpoint(config, out, expected, inputs):
     why = None
     if target.exists():
         payload = read_checkpoint(config, target)
-        names = changed(checkpoint_recorded(config, payload), expected)
+        recorded = checkpoint_recorded(config, payload)
+        names = changed(recorded, checkpoint_expected(config, recorded, expected))
         if not names and _fits(config, payload, target):
             return True
+        if is_imported(recorded):
+            raise _imported_elsewhere(config, target, names or ["weights"])
         why = what_changed(names, _known_inputs(target, payload), inputs) if names else \
             f"its weights do not fit the network of {config.path.name}"
     shipped = SHIPPED_DIR / f"{config.name}.pt"

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 import subprocess
@@ -9,8 +10,8 @@ import torch
 from core.config import load_config
 from core.data import load_dataset
 from core.errors import UserError
-from core.records import checkpoint_record
-from quant.model import load_checkpoint
+from core.records import checkpoint_changes, checkpoint_record, import_record
+from quant.model import build_model, load_checkpoint, save_checkpoint
 from quant.train import ensure_checkpoint, main, train, what_changed
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -60,7 +61,8 @@ def test_corrupt_checkpoint_eval_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr == (f"error: {tmp_path / 'model.pt'} is corrupt (truncated, or not a "
                              f"PyTorch checkpoint); delete it and run `make checkpoint "
-                             f"PRESET=lenet5` to restore the shipped checkpoint\n")
+                             f"PRESET=lenet5 OUT={tmp_path}` to restore the shipped "
+                             f"checkpoint\n")
     assert result.stderr.strip().count("\n") == 0
 
 
@@ -227,3 +229,12 @@ def test_checkpoint_record_of_the_shipped_checkpoint():
 def test_train_rejects_non_positive_epochs_in_the_api():
     with pytest.raises(UserError, match=r"^train: epochs=0 and limit=None must be positive$"):
         train(load_config("lenet5"), None, epochs=0)
+
+
+def test_an_imported_checkpoint_is_current_for_its_network_whatever_the_data(tmp_path):
+    config = load_config("lenet5-keras-relu")
+    record = import_record(config, "a" * 64, "onnx", {"scale": 255.0})
+    save_checkpoint(build_model(config), config, tmp_path / "model.pt", record)
+    assert checkpoint_changes(config, tmp_path, "d" * 64, {"epochs": 1}) == []
+    edited = dataclasses.replace(config, raw={**config.raw, "train": {"epochs": 1}})
+    assert checkpoint_changes(edited, tmp_path, "d" * 64) == ["config"]
